@@ -1,0 +1,137 @@
+//! The IPA keep-alive of libosmo-netif as a sans-I/O state machine: PING at
+//! once, peer dead if no PONG within `timeout`, next PING `interval` after
+//! the PONG (so the period is interval + round trip, as in the C suite).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Keep-alive timers; the defaults are the C suite's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Idle time after a PONG before the next PING (C: 30 s).
+    pub interval: Duration,
+    /// How long to wait for a PONG (C: 10 s).
+    pub timeout: Duration,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A PING is out; the peer is dead at the deadline.
+    AwaitingPong { deadline: Instant },
+    /// The last PING was answered; the next one goes out at `next_ping`.
+    Idle { next_ping: Instant },
+}
+
+/// What the driver must do when the keep-alive deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepaliveAction {
+    SendPing,
+    PeerDead,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keepalive {
+    config: KeepaliveConfig,
+    state: State,
+}
+
+impl Keepalive {
+    /// Starts the keep-alive at `now`; the caller sends the first PING now.
+    pub fn start(config: KeepaliveConfig, now: Instant) -> Self {
+        Keepalive {
+            config,
+            state: State::AwaitingPong {
+                deadline: now + config.timeout,
+            },
+        }
+    }
+
+    /// A PONG arrived. An unsolicited PONG is harmless.
+    pub fn on_pong(&mut self, now: Instant) {
+        if let State::AwaitingPong { .. } = self.state {
+            self.state = State::Idle {
+                next_ping: now + self.config.interval,
+            };
+        }
+    }
+
+    /// When `on_deadline` must next be called.
+    pub fn deadline(&self) -> Instant {
+        match self.state {
+            State::AwaitingPong { deadline } => deadline,
+            State::Idle { next_ping } => next_ping,
+        }
+    }
+
+    /// Advances the machine; `None` if the deadline has not passed yet.
+    pub fn on_deadline(&mut self, now: Instant) -> Option<KeepaliveAction> {
+        if now < self.deadline() {
+            return None;
+        }
+        match self.state {
+            State::AwaitingPong { .. } => Some(KeepaliveAction::PeerDead),
+            State::Idle { .. } => {
+                self.state = State::AwaitingPong {
+                    deadline: now + self.config.timeout,
+                };
+                Some(KeepaliveAction::SendPing)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> KeepaliveConfig {
+        KeepaliveConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn pong_defers_next_ping_by_interval() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::start(cfg(), t0);
+        assert_eq!(ka.deadline(), t0 + Duration::from_secs(10));
+        ka.on_pong(t0 + Duration::from_millis(5));
+        assert_eq!(ka.deadline(), t0 + Duration::from_millis(30_005));
+        assert_eq!(ka.on_deadline(t0 + Duration::from_secs(29)), None);
+        let t1 = t0 + Duration::from_millis(30_005);
+        assert_eq!(ka.on_deadline(t1), Some(KeepaliveAction::SendPing));
+        assert_eq!(ka.deadline(), t1 + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn missing_pong_means_peer_dead() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::start(cfg(), t0);
+        assert_eq!(ka.on_deadline(t0 + Duration::from_millis(9_999)), None);
+        assert_eq!(
+            ka.on_deadline(t0 + Duration::from_secs(10)),
+            Some(KeepaliveAction::PeerDead)
+        );
+    }
+
+    #[test]
+    fn unsolicited_pong_does_not_move_the_schedule() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::start(cfg(), t0);
+        ka.on_pong(t0);
+        let due = ka.deadline();
+        ka.on_pong(t0 + Duration::from_secs(20));
+        assert_eq!(ka.deadline(), due);
+    }
+}

@@ -1,0 +1,325 @@
+//! The RSPRO client-role connection FSM (`RSPRO_CLIENT` of the C suite,
+//! spec §1.6) as a sans-I/O state machine: states INIT, REESTABLISH_DELAY,
+//! REESTABLISH, ESTABLISHED and CONNECTED, timers T1 (Connect*Res), T2 (TCP
+//! connect) and T3 (back-off), and the C suite's back-off schedule.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The states, named as in the C suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    Init,
+    ReestablishDelay,
+    Reestablish,
+    /// TCP is up, Connect*Req sent, waiting for Connect*Res.
+    Established,
+    /// Connect*Res ok: PDUs may flow.
+    Connected,
+}
+
+/// Timers; the defaults are the C suite's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectConfig {
+    /// T1: wait for Connect*Res (C: 10 s).
+    pub connect_res_timeout: Duration,
+    /// T2: wait for the TCP connect (C: 10 s). A refused connect waits for it.
+    pub tcp_connect_timeout: Duration,
+    /// One step of the back-off table (C: 1 s); tests shrink it.
+    pub backoff_unit: Duration,
+    /// An attempt older than this restarts the fast schedule (C: 32 s).
+    pub backoff_reset_after: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            connect_res_timeout: Duration::from_secs(10),
+            tcp_connect_timeout: Duration::from_secs(10),
+            backoff_unit: Duration::from_secs(1),
+            backoff_reset_after: Duration::from_secs(32),
+        }
+    }
+}
+
+/// Entries of the C back-off table: 3 × 0, 30 × 1, 30 × 2, 30 × 4, 30 × 8, then 16.
+pub const BACKOFF_TABLE_LEN: usize = 124;
+
+/// The minimum gap, in units, between attempt `index` and the one before.
+pub fn backoff_units(index: usize) -> u32 {
+    match index {
+        0..=2 => 0,
+        3..=32 => 1,
+        33..=62 => 2,
+        63..=92 => 4,
+        93..=122 => 8,
+        _ => 16,
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The application wants the link (ESTABLISH).
+    Establish,
+    /// The application gives the link up for good (DISCONNECT).
+    Disconnect,
+    TcpUp,
+    TcpDown,
+    KeepaliveTimeout,
+    /// Connect*Res arrived with this verdict (result ok and expected peer type).
+    ConnectRes { ok: bool },
+    /// The deadline returned by [`ClientFsm::deadline`] passed.
+    Timeout,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Drop the TCP connection (or the connect in progress).
+    CloseTcp,
+    /// Start a TCP connect.
+    Connect,
+    /// TCP is up: start the keep-alive and send Connect*Req.
+    SendConnectReq,
+    /// Tell the application the link is usable.
+    NotifyConnected,
+    /// Tell the application the link is gone.
+    NotifyLost,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientFsm {
+    config: ReconnectConfig,
+    state: ClientState,
+    backoff_index: usize,
+    last_attempt: Option<Instant>,
+    timer: Option<Instant>,
+}
+
+impl ClientFsm {
+    pub fn new(config: ReconnectConfig) -> Self {
+        ClientFsm {
+            config,
+            state: ClientState::Init,
+            backoff_index: 0,
+            last_attempt: None,
+            timer: None,
+        }
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// When to deliver [`ClientEvent::Timeout`], if a timer runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    /// Feeds one event; returns the actions to perform in order.
+    pub fn handle(&mut self, event: ClientEvent, now: Instant) -> Vec<ClientAction> {
+        use ClientEvent as E;
+        use ClientState as S;
+        let mut actions = Vec::new();
+        match (self.state, event) {
+            (_, E::Establish) => {
+                self.backoff_index = 0;
+                self.last_attempt = None;
+                self.reestablish(now, &mut actions);
+            }
+            (_, E::Disconnect) => {
+                self.leave(&mut actions);
+                actions.push(ClientAction::CloseTcp);
+                self.state = S::Init;
+                self.timer = None;
+            }
+            (S::ReestablishDelay, E::Timeout) => {
+                self.state = S::Reestablish;
+                self.last_attempt = Some(now);
+                self.timer = Some(now + self.config.tcp_connect_timeout);
+                actions.push(ClientAction::Connect);
+            }
+            (S::Reestablish, E::TcpUp) => {
+                self.state = S::Established;
+                self.timer = Some(now + self.config.connect_res_timeout);
+                actions.push(ClientAction::SendConnectReq);
+            }
+            // A failed connect waits for T2, as in the C suite.
+            (S::Reestablish, E::TcpDown) => {}
+            (S::Reestablish, E::Timeout) => self.reestablish(now, &mut actions),
+            (S::Established, E::ConnectRes { ok: true }) => {
+                self.state = S::Connected;
+                self.timer = None;
+                actions.push(ClientAction::NotifyConnected);
+            }
+            (S::Established, E::ConnectRes { ok: false } | E::Timeout)
+            | (S::Established | S::Connected, E::TcpDown | E::KeepaliveTimeout) => {
+                self.reestablish(now, &mut actions);
+            }
+            // Anything else is stale (a late TCP event after a close, say).
+            _ => {}
+        }
+        actions
+    }
+
+    fn leave(&mut self, actions: &mut Vec<ClientAction>) {
+        if self.state == ClientState::Connected {
+            actions.push(ClientAction::NotifyLost);
+        }
+    }
+
+    /// `srvc_do_reestablish`: wait what is left of the table's gap since the
+    /// last attempt (at least 1 ms), in REESTABLISH_DELAY.
+    fn reestablish(&mut self, now: Instant, actions: &mut Vec<ClientAction>) {
+        let since = self
+            .last_attempt
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or(Duration::MAX);
+        if since > self.config.backoff_reset_after {
+            self.backoff_index = 0;
+        }
+        let gap = self.config.backoff_unit * backoff_units(self.backoff_index);
+        let delay = gap.saturating_sub(since).max(Duration::from_millis(1));
+        self.leave(actions);
+        actions.push(ClientAction::CloseTcp);
+        self.state = ClientState::ReestablishDelay;
+        self.timer = Some(now + delay);
+        self.backoff_index = (self.backoff_index + 1).min(BACKOFF_TABLE_LEN - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ClientAction as A;
+    use ClientEvent as E;
+
+    fn fire(fsm: &mut ClientFsm) -> (Instant, Vec<ClientAction>) {
+        let at = fsm.deadline().expect("a timer runs");
+        (at, fsm.handle(E::Timeout, at))
+    }
+
+    #[test]
+    fn table_matches_the_c_schedule() {
+        let units: Vec<u32> = (0..BACKOFF_TABLE_LEN + 5).map(backoff_units).collect();
+        assert_eq!(&units[..3], &[0, 0, 0]);
+        assert!(units[3..33].iter().all(|u| *u == 1));
+        assert!(units[33..63].iter().all(|u| *u == 2));
+        assert!(units[63..93].iter().all(|u| *u == 4));
+        assert!(units[93..123].iter().all(|u| *u == 8));
+        assert!(units[123..].iter().all(|u| *u == 16));
+    }
+
+    #[test]
+    fn connect_handshake_and_loss() {
+        let t0 = Instant::now();
+        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        assert_eq!(fsm.handle(E::Establish, t0), vec![A::CloseTcp]);
+        assert_eq!(fsm.state(), ClientState::ReestablishDelay);
+        assert_eq!(fsm.deadline(), Some(t0 + Duration::from_millis(1)));
+        let (t1, actions) = fire(&mut fsm);
+        assert_eq!(actions, vec![A::Connect]);
+        assert_eq!(fsm.deadline(), Some(t1 + Duration::from_secs(10)));
+        assert_eq!(fsm.handle(E::TcpUp, t1), vec![A::SendConnectReq]);
+        assert_eq!(fsm.state(), ClientState::Established);
+        assert_eq!(fsm.handle(E::ConnectRes { ok: true }, t1), vec![A::NotifyConnected]);
+        assert_eq!(fsm.state(), ClientState::Connected);
+        assert_eq!(fsm.deadline(), None);
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(
+            fsm.handle(E::KeepaliveTimeout, t2),
+            vec![A::NotifyLost, A::CloseTcp]
+        );
+        assert_eq!(fsm.state(), ClientState::ReestablishDelay);
+    }
+
+    /// Peer accepts TCP then closes at once, every time: the gaps between
+    /// attempts follow 0, 0, 0, 1, 1, ... units (the first attempt is at 1 ms).
+    #[test]
+    fn reconnect_gaps_follow_the_table() {
+        let t0 = Instant::now();
+        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        fsm.handle(E::Establish, t0);
+        let mut attempts = Vec::new();
+        for _ in 0..40 {
+            let (at, actions) = fire(&mut fsm);
+            assert_eq!(actions, vec![A::Connect]);
+            attempts.push(at);
+            fsm.handle(E::TcpUp, at);
+            fsm.handle(E::TcpDown, at);
+        }
+        let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        let ms = Duration::from_millis(1);
+        assert_eq!(&gaps[..2], &[ms, ms]);
+        // Index 3 onwards needs 1 s since the previous attempt.
+        assert!(gaps[2..32].iter().all(|g| *g == Duration::from_secs(1)));
+        assert!(gaps[32..].iter().all(|g| *g == Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn refused_connect_waits_for_t2() {
+        let t0 = Instant::now();
+        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        fsm.handle(E::Establish, t0);
+        let (t1, _) = fire(&mut fsm);
+        assert!(fsm.handle(E::TcpDown, t1).is_empty());
+        assert_eq!(fsm.state(), ClientState::Reestablish);
+        let (t2, actions) = fire(&mut fsm);
+        assert_eq!(t2, t1 + Duration::from_secs(10));
+        assert_eq!(actions, vec![A::CloseTcp]);
+        // 10 s since the last attempt already covers the 0 s gap.
+        assert_eq!(fsm.deadline(), Some(t2 + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn long_lived_connection_restarts_fast_schedule() {
+        let t0 = Instant::now();
+        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        fsm.handle(E::Establish, t0);
+        for _ in 0..10 {
+            let (at, _) = fire(&mut fsm);
+            fsm.handle(E::TcpUp, at);
+            fsm.handle(E::TcpDown, at);
+        }
+        let (at, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, at);
+        fsm.handle(E::ConnectRes { ok: true }, at);
+        let later = at + Duration::from_secs(33);
+        fsm.handle(E::TcpDown, later);
+        assert_eq!(fsm.deadline(), Some(later + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn refused_connect_res_and_t1_reconnect() {
+        let t0 = Instant::now();
+        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        fsm.handle(E::Establish, t0);
+        let (t1, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, t1);
+        assert_eq!(fsm.handle(E::ConnectRes { ok: false }, t1), vec![A::CloseTcp]);
+        let (t2, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, t2);
+        let (t3, actions) = fire(&mut fsm);
+        assert_eq!(t3, t2 + Duration::from_secs(10));
+        assert_eq!(actions, vec![A::CloseTcp]);
+    }
+
+    #[test]
+    fn disconnect_is_final() {
+        let t0 = Instant::now();
+        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        fsm.handle(E::Establish, t0);
+        let (t1, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, t1);
+        fsm.handle(E::ConnectRes { ok: true }, t1);
+        assert_eq!(
+            fsm.handle(E::Disconnect, t1),
+            vec![A::NotifyLost, A::CloseTcp]
+        );
+        assert_eq!(fsm.state(), ClientState::Init);
+        assert_eq!(fsm.deadline(), None);
+        assert!(fsm.handle(E::TcpDown, t1).is_empty());
+    }
+}
