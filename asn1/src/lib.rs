@@ -5,12 +5,15 @@
 //! * [`codec`]: DER encoding and lenient BER decoding of `RsproPDU`;
 //! * [`ipa`]: IPA framing (CCM and the OSMO RSPRO extension) as a tokio codec;
 //! * [`keepalive`], [`reconnect`]: the sans-I/O keep-alive and reconnect state machines;
-//! * [`link`]: the tokio driver of a single RSPRO connection, both roles.
+//! * [`link`]: one RSPRO connection over TCP, with each C component's CCM policy;
+//! * [`client_link`]: the reconnecting client role built on both.
 
+pub mod client_link;
 pub mod codec;
 mod enums;
 pub mod ipa;
 pub mod keepalive;
+pub mod json;
 mod lenient;
 pub mod link;
 pub mod pdu;

@@ -1,0 +1,270 @@
+//! One RSPRO connection over TCP, either role: IPA framing, the CCM policy
+//! of each C component (spec §1.4), the keep-alive, TCP_NODELAY, and PDU
+//! decoding with a per-role policy for undecodable PDUs.
+//!
+//! [`Connection::recv`] is cancel-safe, so a daemon's connection task can
+//! `select!` between it and its own inbox.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::{debug, warn};
+
+use crate::codec::{self, DecodeError, Decoded, EncodeError};
+use crate::ipa::{self, Ccm, Frame, FrameError, IpaCodec, id_tag};
+use crate::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
+use crate::types::RsproPdu;
+
+/// Which C component's CCM behaviour to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// remsim-server's side of a control connection: ID_ACK echoed, ID_RESP
+    /// must name a UNIT, any other CCM (ID_GET included) closes the link.
+    Server,
+    /// The connecting side (client→server, client→bankd, bankd→server):
+    /// ID_GET answered with ID_RESP then ID_ACK; other CCM ignored.
+    Client,
+    /// bankd's side of a client data connection: ID_ACK echoed, the rest ignored.
+    BankdWorker,
+}
+
+/// What to do with an RSPRO frame that does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadPdu {
+    /// Log it and keep the connection (server and client roles in C).
+    DropFrame,
+    /// Close the connection (the C bankd worker).
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    pub role: Role,
+    /// `None`: answer PINGs but never send any.
+    pub keepalive: Option<KeepaliveConfig>,
+    pub on_bad_pdu: OnBadPdu,
+    /// Largest IPA LEN accepted.
+    pub max_payload: usize,
+}
+
+impl ConnectionConfig {
+    /// remsim-server accepting a bankd or client: it pings from the start.
+    pub fn server() -> Self {
+        ConnectionConfig {
+            role: Role::Server,
+            keepalive: Some(KeepaliveConfig::default()),
+            on_bad_pdu: OnBadPdu::DropFrame,
+            max_payload: ipa::MAX_PAYLOAD_LEN,
+        }
+    }
+
+    /// The connecting side of any link.
+    pub fn client() -> Self {
+        ConnectionConfig {
+            role: Role::Client,
+            ..Self::server()
+        }
+    }
+
+    /// bankd accepting a client. Unlike the C bankd it pings, so that dead
+    /// clients are found (spec §7.6); C clients answer PINGs.
+    pub fn bankd_worker() -> Self {
+        ConnectionConfig {
+            role: Role::BankdWorker,
+            on_bad_pdu: OnBadPdu::Close,
+            ..Self::server()
+        }
+    }
+
+    pub fn with_keepalive(mut self, keepalive: Option<KeepaliveConfig>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+}
+
+/// Why a connection ended or an operation on it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("no PONG within {0:?}: peer considered dead")]
+    KeepaliveTimeout(Duration),
+    #[error("framing error: {0}")]
+    Frame(#[from] FrameError),
+    #[error("undecodable RSPRO PDU: {0}")]
+    Decode(DecodeError),
+    #[error("cannot encode PDU: {0}")]
+    Encode(#[from] EncodeError),
+    #[error("CCM protocol violation: {0}")]
+    Ccm(String),
+    #[error("link is not connected")]
+    NotConnected,
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(e: std::io::Error) -> Self {
+        LinkError::Frame(FrameError::Io(e))
+    }
+}
+
+/// The identity values the C client sends in ID_RESP (its unit description
+/// is never filled, spec §1.4). Tags it lacks get an empty string, where the
+/// C client sends nothing at all.
+fn client_id_value(tag: u8) -> &'static str {
+    match tag {
+        id_tag::UNIT => "0/0/0",
+        id_tag::MACADDR => "00:00:00:00:00:00",
+        id_tag::UNITNAME => "00-00-00-00-00-00",
+        _ => "",
+    }
+}
+
+pub struct Connection {
+    reader: FramedRead<OwnedReadHalf, IpaCodec>,
+    writer: FramedWrite<OwnedWriteHalf, IpaCodec>,
+    config: ConnectionConfig,
+    keepalive: Option<Keepalive>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Takes over a connected socket; sends the first PING if keep-alive is on.
+    pub async fn new(stream: TcpStream, config: ConnectionConfig) -> Result<Self, LinkError> {
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let (read, write) = stream.into_split();
+        let codec = IpaCodec::with_max_payload(config.max_payload);
+        let mut conn = Connection {
+            reader: FramedRead::new(read, codec),
+            writer: FramedWrite::new(write, codec),
+            config,
+            keepalive: None,
+            peer,
+        };
+        if let Some(ka) = config.keepalive {
+            conn.keepalive = Some(Keepalive::start(ka, Instant::now()));
+            conn.writer.send(Frame::Ccm(Ccm::Ping)).await?;
+        }
+        Ok(conn)
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Encodes and sends one PDU.
+    pub async fn send(&mut self, pdu: &RsproPdu) -> Result<(), LinkError> {
+        let frame = Frame::rspro(pdu)?;
+        if let Frame::Rspro(der) = &frame
+            && der.len() > codec::C_MAX_PDU_LEN
+        {
+            warn!(peer = %self.peer, len = der.len(), "PDU larger than a C peer can receive");
+        }
+        self.send_frame(frame).await
+    }
+
+    /// Sends a raw frame (tools and tests).
+    pub async fn send_frame(&mut self, frame: Frame) -> Result<(), LinkError> {
+        self.writer.send(frame).await?;
+        Ok(())
+    }
+
+    /// The next RSPRO PDU; CCM and keep-alive are handled on the way.
+    /// Returns an error when the connection is over.
+    pub async fn recv(&mut self) -> Result<Decoded, LinkError> {
+        loop {
+            let deadline = self.keepalive.as_ref().map(Keepalive::deadline);
+            let pending_write = !self.writer.write_buffer().is_empty();
+            tokio::select! {
+                flushed = self.writer.flush(), if pending_write => flushed?,
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.on_keepalive_deadline().await?;
+                }
+                frame = self.reader.next() => match frame {
+                    None => return Err(LinkError::Closed),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Frame::Ccm(ccm))) => self.on_ccm(ccm).await?,
+                    Some(Ok(Frame::Rspro(bytes))) => match codec::decode(&bytes) {
+                        Ok(decoded) => return Ok(decoded),
+                        Err(e) if self.config.on_bad_pdu == OnBadPdu::DropFrame => {
+                            warn!(peer = %self.peer, error = %e, pdu = %hex::encode(&bytes), "dropping undecodable PDU");
+                        }
+                        Err(e) => return Err(LinkError::Decode(e)),
+                    },
+                },
+            }
+        }
+    }
+
+    async fn on_keepalive_deadline(&mut self) -> Result<(), LinkError> {
+        let Some(ka) = self.keepalive.as_mut() else {
+            return Ok(());
+        };
+        match ka.on_deadline(Instant::now()) {
+            Some(KeepaliveAction::SendPing) => self.queue(Ccm::Ping).await,
+            Some(KeepaliveAction::PeerDead) => Err(LinkError::KeepaliveTimeout(
+                self.config.keepalive.map(|k| k.timeout).unwrap_or_default(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Buffers a CCM reply; `recv` flushes it.
+    async fn queue(&mut self, ccm: Ccm) -> Result<(), LinkError> {
+        self.writer.feed(Frame::Ccm(ccm)).await?;
+        Ok(())
+    }
+
+    async fn on_ccm(&mut self, ccm: Ccm) -> Result<(), LinkError> {
+        let role = self.config.role;
+        match ccm {
+            Ccm::Ping => self.queue(Ccm::Pong).await,
+            Ccm::Pong => {
+                if let Some(ka) = self.keepalive.as_mut() {
+                    ka.on_pong(Instant::now());
+                }
+                Ok(())
+            }
+            Ccm::IdAck if role == Role::Client => Ok(()),
+            Ccm::IdAck => self.queue(Ccm::IdAck).await,
+            Ccm::IdGet(body) if role == Role::Client => {
+                let tags = match ipa::parse_id_get(&body) {
+                    Ok(tags) => tags,
+                    Err(e) => {
+                        warn!(peer = %self.peer, error = %e, "ignoring malformed ID_GET");
+                        return Ok(());
+                    }
+                };
+                let values: Vec<(u8, &str)> =
+                    tags.iter().map(|t| (*t, client_id_value(*t))).collect();
+                self.queue(ipa::build_id_resp(&values)).await?;
+                self.queue(Ccm::IdAck).await
+            }
+            Ccm::IdResp(body) if role == Role::Server => {
+                let values = ipa::parse_id_resp(&body)
+                    .map_err(|e| LinkError::Ccm(format!("malformed ID_RESP: {e}")))?;
+                let unit = values.iter().find(|(tag, _)| *tag == id_tag::UNIT);
+                match unit {
+                    Some((_, v)) if !v.is_empty() => {
+                        debug!(peer = %self.peer, unit = %String::from_utf8_lossy(v), "ID_RESP");
+                        Ok(())
+                    }
+                    _ => Err(LinkError::Ccm("ID_RESP without a UNIT".into())),
+                }
+            }
+            other if role == Role::Server => Err(LinkError::Ccm(format!(
+                "unexpected CCM {} from a peer",
+                other.name()
+            ))),
+            other => {
+                debug!(peer = %self.peer, ccm = other.name(), "ignoring CCM message");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The reconnecting RSPRO client role (client→server, client→bankd,
+//! bankd→server): a task that drives [`ClientFsm`] over real TCP, sends the
+//! Connect*Req, checks the Connect*Res and hands PDUs to the application.
+
+use std::future::{Future, pending};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::codec::{Decoded, Pdu};
+use crate::keepalive::KeepaliveConfig;
+use crate::link::{Connection, ConnectionConfig, LinkError};
+use crate::reconnect::{ClientAction, ClientEvent, ClientFsm, ClientState, ReconnectConfig};
+use crate::types::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
+
+/// How many events may wait for the application before the link stops reading.
+const EVENT_QUEUE: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct ClientLinkConfig {
+    /// `host:port` of the peer.
+    pub peer: String,
+    /// ConnectBankReq or ConnectClientReq, sent on every TCP connect.
+    pub connect_req: RsproPdu,
+    /// The component type the peer must announce; anything else stops the
+    /// link for good (a wrong port, as the C suite treats it).
+    pub expect_peer: ComponentType,
+    pub keepalive: KeepaliveConfig,
+    pub reconnect: ReconnectConfig,
+}
+
+/// What the link tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientLinkEvent {
+    /// Connect*Res ok: PDUs may be sent.
+    Connected { peer: Identity, addr: SocketAddr },
+    /// The connection is gone; the link reconnects by itself.
+    Lost,
+    /// The peer refused the Connect*Req; the link reconnects with back-off.
+    Refused { result: ResultCode },
+    /// A PDU received while connected.
+    Pdu(Decoded),
+    /// The link gave up for good (wrong peer type).
+    Stopped { reason: String },
+}
+
+enum Command {
+    Send(RsproPdu),
+    SetConnectReq(RsproPdu),
+    Disconnect,
+}
+
+/// Handle to a running client link; dropping it stops the link.
+pub struct ClientLink {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<ClientLinkEvent>,
+    state: watch::Receiver<ClientState>,
+}
+
+impl ClientLink {
+    /// Starts connecting at once.
+    pub fn spawn(config: ClientLinkConfig) -> Self {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (state_tx, state) = watch::channel(ClientState::Init);
+        tokio::spawn(run(config, command_rx, event_tx, state_tx));
+        ClientLink {
+            commands,
+            events,
+            state,
+        }
+    }
+
+    pub fn state(&self) -> ClientState {
+        *self.state.borrow()
+    }
+
+    /// Queues a PDU. As in the C suite, sending is only possible while
+    /// CONNECTED; otherwise the PDU is refused.
+    pub fn send(&self, pdu: RsproPdu) -> Result<(), LinkError> {
+        if self.state() != ClientState::Connected {
+            return Err(LinkError::NotConnected);
+        }
+        self.commands
+            .send(Command::Send(pdu))
+            .map_err(|_| LinkError::NotConnected)
+    }
+
+    /// Replaces the Connect*Req used from the next connect on.
+    pub fn set_connect_req(&self, pdu: RsproPdu) {
+        let _ = self.commands.send(Command::SetConnectReq(pdu));
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub fn disconnect(&self) {
+        let _ = self.commands.send(Command::Disconnect);
+    }
+
+    /// The next event; `None` once the link task has ended.
+    pub async fn event(&mut self) -> Option<ClientLinkEvent> {
+        self.events.recv().await
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+async fn connect_done(connecting: &mut Option<Connecting>) -> io::Result<TcpStream> {
+    match connecting {
+        Some(fut) => fut.await,
+        None => pending().await,
+    }
+}
+
+async fn recv(conn: &mut Option<Connection>) -> Result<Decoded, LinkError> {
+    match conn {
+        Some(c) => c.recv().await,
+        None => pending().await,
+    }
+}
+
+struct Driver {
+    config: ClientLinkConfig,
+    fsm: ClientFsm,
+    conn: Option<Connection>,
+    connecting: Option<Connecting>,
+    peer: Option<Identity>,
+    events: mpsc::Sender<ClientLinkEvent>,
+}
+
+async fn run(
+    config: ClientLinkConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<ClientLinkEvent>,
+    state: watch::Sender<ClientState>,
+) {
+    let mut d = Driver {
+        fsm: ClientFsm::new(config.reconnect),
+        config,
+        conn: None,
+        connecting: None,
+        peer: None,
+        events,
+    };
+    let mut next = Some(ClientEvent::Establish);
+    loop {
+        if let Some(event) = next.take() {
+            let actions = d.fsm.handle(event, Instant::now());
+            if let Some(follow_up) = d.perform(actions).await {
+                next = Some(follow_up);
+                continue;
+            }
+            state.send_replace(d.fsm.state());
+        }
+        let deadline = d.fsm.deadline();
+        next = tokio::select! {
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                Some(ClientEvent::Timeout)
+            }
+            connected = connect_done(&mut d.connecting) => {
+                d.connecting = None;
+                Some(d.on_tcp_connect(connected).await)
+            }
+            received = recv(&mut d.conn) => match received {
+                Ok(decoded) => d.on_pdu(decoded).await,
+                Err(LinkError::KeepaliveTimeout(t)) => {
+                    warn!(peer = %d.config.peer, timeout = ?t, "keep-alive timeout");
+                    Some(ClientEvent::KeepaliveTimeout)
+                }
+                Err(e) => {
+                    info!(peer = %d.config.peer, error = %e, "connection lost");
+                    Some(ClientEvent::TcpDown)
+                }
+            },
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Disconnect) => Some(ClientEvent::Disconnect),
+                Some(Command::SetConnectReq(pdu)) => {
+                    d.config.connect_req = pdu;
+                    None
+                }
+                Some(Command::Send(pdu)) => d.send(&pdu).await,
+            },
+        };
+    }
+}
+
+impl Driver {
+    /// Performs FSM actions; returns an event if one of them failed.
+    async fn perform(&mut self, actions: Vec<ClientAction>) -> Option<ClientEvent> {
+        for action in actions {
+            match action {
+                ClientAction::CloseTcp => {
+                    self.conn = None;
+                    self.connecting = None;
+                }
+                ClientAction::Connect => {
+                    debug!(peer = %self.config.peer, "connecting");
+                    self.connecting = Some(Box::pin(TcpStream::connect(self.config.peer.clone())));
+                }
+                ClientAction::SendConnectReq => {
+                    let req = self.config.connect_req.clone();
+                    if let Some(event) = self.send(&req).await {
+                        return Some(event);
+                    }
+                }
+                ClientAction::NotifyConnected => {
+                    if let (Some(peer), Some(conn)) = (self.peer.clone(), self.conn.as_ref()) {
+                        let addr = conn.peer_addr();
+                        info!(peer = %self.config.peer, name = %peer.name, "connected");
+                        self.emit(ClientLinkEvent::Connected { peer, addr }).await;
+                    }
+                }
+                ClientAction::NotifyLost => self.emit(ClientLinkEvent::Lost).await,
+            }
+        }
+        None
+    }
+
+    async fn emit(&mut self, event: ClientLinkEvent) {
+        // The application may have stopped listening; the link goes on.
+        let _ = self.events.send(event).await;
+    }
+
+    async fn send(&mut self, pdu: &RsproPdu) -> Option<ClientEvent> {
+        let conn = self.conn.as_mut()?;
+        match conn.send(pdu).await {
+            Ok(()) => None,
+            Err(e) => {
+                info!(peer = %self.config.peer, error = %e, "send failed");
+                Some(ClientEvent::TcpDown)
+            }
+        }
+    }
+
+    async fn on_tcp_connect(&mut self, connected: io::Result<TcpStream>) -> ClientEvent {
+        let stream = match connected {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(peer = %self.config.peer, error = %e, "connect failed");
+                return ClientEvent::TcpDown;
+            }
+        };
+        let config = ConnectionConfig::client().with_keepalive(Some(self.config.keepalive));
+        match Connection::new(stream, config).await {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                ClientEvent::TcpUp
+            }
+            Err(e) => {
+                debug!(peer = %self.config.peer, error = %e, "connection setup failed");
+                ClientEvent::TcpDown
+            }
+        }
+    }
+
+    async fn on_pdu(&mut self, decoded: Decoded) -> Option<ClientEvent> {
+        match self.fsm.state() {
+            ClientState::Connected => {
+                self.emit(ClientLinkEvent::Pdu(decoded)).await;
+                None
+            }
+            ClientState::Established => {
+                let (identity, result) = match &decoded.pdu {
+                    Pdu::Known(RsproPdu {
+                        msg: Msg::ConnectBankRes(m),
+                        ..
+                    }) => (&m.identity, m.result),
+                    Pdu::Known(RsproPdu {
+                        msg: Msg::ConnectClientRes(m),
+                        ..
+                    }) => (&m.identity, m.result),
+                    _ => {
+                        debug!(peer = %self.config.peer, "ignoring PDU before Connect*Res");
+                        return None;
+                    }
+                };
+                if identity.component_type != self.config.expect_peer {
+                    let reason = format!(
+                        "peer {} is a {}, expected a {}",
+                        self.config.peer, identity.component_type, self.config.expect_peer
+                    );
+                    warn!(%reason, "giving up on this link");
+                    self.emit(ClientLinkEvent::Stopped { reason }).await;
+                    return Some(ClientEvent::Disconnect);
+                }
+                self.peer = Some(identity.clone());
+                if !result.is_ok() {
+                    info!(peer = %self.config.peer, %result, "Connect*Res refused");
+                    self.emit(ClientLinkEvent::Refused { result }).await;
+                }
+                Some(ClientEvent::ConnectRes {
+                    ok: result.is_ok(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
