@@ -150,11 +150,12 @@ async fn run(
     loop {
         if let Some(event) = next.take() {
             let actions = d.fsm.handle(event, Instant::now());
+            // Before the actions: an application told "Connected" may send at once.
+            state.send_replace(d.fsm.state());
             if let Some(follow_up) = d.perform(actions).await {
                 next = Some(follow_up);
                 continue;
             }
-            state.send_replace(d.fsm.state());
         }
         let deadline = d.fsm.deadline();
         next = tokio::select! {
@@ -293,9 +294,7 @@ impl Driver {
                     info!(peer = %self.config.peer, %result, "Connect*Res refused");
                     self.emit(ClientLinkEvent::Refused { result }).await;
                 }
-                Some(ClientEvent::ConnectRes {
-                    ok: result.is_ok(),
-                })
+                Some(ClientEvent::ConnectRes { ok: result.is_ok() })
             }
             _ => None,
         }

@@ -18,6 +18,8 @@ pub const MAX_PDU_LEN: usize = u16::MAX as usize - 1;
 pub const C_MAX_PDU_LEN: usize = 1016;
 
 /// A decoded PDU: known, or carrying a message alternative we do not know.
+// Known is the common case; boxing it would cost an allocation per PDU.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pdu {
     Known(RsproPdu),

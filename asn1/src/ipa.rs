@@ -177,7 +177,9 @@ pub fn parse_id_resp(body: &[u8]) -> Result<Vec<(u8, Bytes)>, CcmError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < body.len() {
-        let Some(len) = body.get(pos..pos + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        let Some(len) = body
+            .get(pos..pos + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
         else {
             return Err(CcmError {
                 offset: pos,

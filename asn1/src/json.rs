@@ -62,7 +62,9 @@ pub fn pdu_to_json(decoded: &codec::Decoded) -> Value {
             version,
             tag,
             alternative,
-        } => json!({"version": version, "tag": tag, "msg": {"unknown": {"alternative": alternative}}}),
+        } => {
+            json!({"version": version, "tag": tag, "msg": {"unknown": {"alternative": alternative}}})
+        }
     };
     if let Value::Object(obj) = &mut value {
         let mut out = Map::new();
@@ -130,7 +132,9 @@ fn invalid(e: impl std::fmt::Display) -> JsonError {
 
 fn tag_from_json(v: &Value) -> Result<u8, JsonError> {
     match v {
-        Value::String(s) => id_tag::from_name(s).ok_or_else(|| invalid(format!("unknown CCM tag {s:?}"))),
+        Value::String(s) => {
+            id_tag::from_name(s).ok_or_else(|| invalid(format!("unknown CCM tag {s:?}")))
+        }
         Value::Number(n) => n
             .as_u64()
             .and_then(|n| u8::try_from(n).ok())
@@ -141,7 +145,9 @@ fn tag_from_json(v: &Value) -> Result<u8, JsonError> {
 
 fn ccm_from_json(c: CcmJson) -> Result<Ccm, JsonError> {
     let body = match &c.body {
-        Some(h) => Some(Bytes::from(hex::decode(h).map_err(|e| invalid(format!("body: {e}")))?)),
+        Some(h) => Some(Bytes::from(
+            hex::decode(h).map_err(|e| invalid(format!("body: {e}")))?,
+        )),
         None => None,
     };
     Ok(match c.ccm.as_str() {
@@ -151,7 +157,11 @@ fn ccm_from_json(c: CcmJson) -> Result<Ccm, JsonError> {
         "ID_GET" => match body {
             Some(b) => Ccm::IdGet(b),
             None => {
-                let tags = c.tags.iter().map(tag_from_json).collect::<Result<Vec<_>, _>>()?;
+                let tags = c
+                    .tags
+                    .iter()
+                    .map(tag_from_json)
+                    .collect::<Result<Vec<_>, _>>()?;
                 ipa::build_id_get(&tags)
             }
         },
@@ -206,6 +216,8 @@ pub fn frame_from_json(value: &Value) -> Result<Frame, JsonError> {
             let c: CcmJson = serde_json::from_value(Value::Object(obj)).map_err(invalid)?;
             Ok(Frame::Ccm(ccm_from_json(c)?))
         }
-        other => Err(invalid(format!("\"ipa\" is \"rspro\" or \"ccm\", not {other:?}"))),
+        other => Err(invalid(format!(
+            "\"ipa\" is \"rspro\" or \"ccm\", not {other:?}"
+        ))),
     }
 }

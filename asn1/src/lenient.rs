@@ -83,7 +83,11 @@ fn parse<'a>(buf: &'a [u8], pos: usize, depth: usize) -> Result<(Tlv<'a>, usize)
                 return err(p, "truncated: long-form length");
             };
             p += n;
-            Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+            Some(
+                bytes
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+            )
         }
         _ => return err(len_offset, format!("unsupported length octet 0x{lb:02x}")),
     };
@@ -235,10 +239,7 @@ static IDENTITY: Seq = seq(&[
     opt("hwVersion", CONTEXT, 5, TEXT),
     opt("fwVersion", CONTEXT, 6, TEXT),
 ]);
-static IP_ADDRESS: [Elem; 2] = [
-    e("ipv4", CONTEXT, 0, OCTETS),
-    e("ipv6", CONTEXT, 1, OCTETS),
-];
+static IP_ADDRESS: [Elem; 2] = [e("ipv4", CONTEXT, 0, OCTETS), e("ipv6", CONTEXT, 1, OCTETS)];
 static IP_PORT: Seq = Seq {
     extensible: false,
     elems: &[
@@ -571,7 +572,9 @@ fn write_seq(
         }
         match shape.elems[next..].iter().position(|el| matches(el, child)) {
             Some(skip) => {
-                if let Some(missing) = shape.elems[next..next + skip].iter().find(|el| !el.optional)
+                if let Some(missing) = shape.elems[next..next + skip]
+                    .iter()
+                    .find(|el| !el.optional)
                 {
                     return err(
                         child.offset,

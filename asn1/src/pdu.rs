@@ -95,7 +95,12 @@ impl From<SocketAddr> for IpPort {
 
 impl SlotPhysStatus {
     /// Every signal known.
-    pub fn new(reset_active: bool, vcc_present: bool, clk_active: bool, card_present: bool) -> Self {
+    pub fn new(
+        reset_active: bool,
+        vcc_present: bool,
+        clk_active: bool,
+        card_present: bool,
+    ) -> Self {
         SlotPhysStatus {
             reset_active,
             vcc_present: Some(vcc_present),
@@ -238,7 +243,11 @@ impl RsproPdu {
     }
 
     /// Flags all false, as the C suite sends them.
-    pub fn tpdu_modem_to_card(from: ClientSlot, to: BankSlot, data: impl Into<OctetString>) -> Self {
+    pub fn tpdu_modem_to_card(
+        from: ClientSlot,
+        to: BankSlot,
+        data: impl Into<OctetString>,
+    ) -> Self {
         Self::new(Msg::TpduModemToCard(TpduModemToCard {
             from_client_slot: from,
             to_bank_slot: to,
@@ -248,7 +257,11 @@ impl RsproPdu {
     }
 
     /// Flags all false, as the C suite sends them.
-    pub fn tpdu_card_to_modem(from: BankSlot, to: ClientSlot, data: impl Into<OctetString>) -> Self {
+    pub fn tpdu_card_to_modem(
+        from: BankSlot,
+        to: ClientSlot,
+        data: impl Into<OctetString>,
+    ) -> Self {
         Self::new(Msg::TpduCardToModem(TpduCardToModem {
             from_bank_slot: from,
             to_client_slot: to,

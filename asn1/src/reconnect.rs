@@ -69,7 +69,9 @@ pub enum ClientEvent {
     TcpDown,
     KeepaliveTimeout,
     /// Connect*Res arrived with this verdict (result ok and expected peer type).
-    ConnectRes { ok: bool },
+    ConnectRes {
+        ok: bool,
+    },
     /// The deadline returned by [`ClientFsm::deadline`] passed.
     Timeout,
 }
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(fsm.deadline(), Some(t1 + Duration::from_secs(10)));
         assert_eq!(fsm.handle(E::TcpUp, t1), vec![A::SendConnectReq]);
         assert_eq!(fsm.state(), ClientState::Established);
-        assert_eq!(fsm.handle(E::ConnectRes { ok: true }, t1), vec![A::NotifyConnected]);
+        assert_eq!(
+            fsm.handle(E::ConnectRes { ok: true }, t1),
+            vec![A::NotifyConnected]
+        );
         assert_eq!(fsm.state(), ClientState::Connected);
         assert_eq!(fsm.deadline(), None);
         let t2 = t1 + Duration::from_secs(1);
@@ -298,7 +303,10 @@ mod tests {
         fsm.handle(E::Establish, t0);
         let (t1, _) = fire(&mut fsm);
         fsm.handle(E::TcpUp, t1);
-        assert_eq!(fsm.handle(E::ConnectRes { ok: false }, t1), vec![A::CloseTcp]);
+        assert_eq!(
+            fsm.handle(E::ConnectRes { ok: false }, t1),
+            vec![A::CloseTcp]
+        );
         let (t2, _) = fire(&mut fsm);
         fsm.handle(E::TcpUp, t2);
         let (t3, actions) = fire(&mut fsm);

@@ -31,9 +31,21 @@ mod hex_bytes {
 
 /// A slot of a modem-side client: `clientId:slotNr`.
 #[derive(
-    AsnType, Encode, Decode, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+    AsnType,
+    Encode,
+    Decode,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
 )]
-#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientSlot {
     pub client_id: u32,
@@ -42,9 +54,21 @@ pub struct ClientSlot {
 
 /// A slot (card reader) of a SIM bank: `bankId:slotNr`.
 #[derive(
-    AsnType, Encode, Decode, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+    AsnType,
+    Encode,
+    Decode,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
 )]
-#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BankSlot {
     pub bank_id: u32,

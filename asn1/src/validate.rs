@@ -1,5 +1,8 @@
 //! The size and value constraints of `RSPRO.asn`, checked after decoding.
 //! The C peers never enforce them, so a violation is reported, not refused.
+//! Runs on every received PDU: nothing is allocated unless a check fails.
+
+use std::fmt;
 
 use crate::types::*;
 
@@ -21,9 +24,38 @@ pub struct Violation {
     pub problem: String,
 }
 
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// A field path built on the stack and only rendered for a violation.
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    name: &'a str,
+}
+
+impl<'a> Path<'a> {
+    fn root(name: &'a str) -> Self {
+        Path { parent: None, name }
+    }
+
+    fn child(&'a self, name: &'a str) -> Path<'a> {
+        Path {
+            parent: Some(self),
+            name,
+        }
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(parent) = self.parent {
+            write!(f, "{parent}.")?;
+        }
+        f.write_str(self.name)
     }
 }
 
@@ -33,7 +65,7 @@ struct Checker {
 }
 
 impl Checker {
-    fn range(&mut self, field: &str, value: u32, max: u32) {
+    fn range(&mut self, field: Path, value: u32, max: u32) {
         if value > max {
             self.found.push(Violation {
                 field: field.to_string(),
@@ -42,7 +74,7 @@ impl Checker {
         }
     }
 
-    fn size(&mut self, field: &str, len: usize, min: usize, max: usize) {
+    fn size(&mut self, field: Path, len: usize, min: usize, max: usize) {
         if len < min || len > max {
             self.found.push(Violation {
                 field: field.to_string(),
@@ -51,34 +83,30 @@ impl Checker {
         }
     }
 
-    fn client_slot(&mut self, field: &str, slot: &ClientSlot) {
-        self.range(&format!("{field}.clientId"), slot.client_id, MAX_ID);
-        self.range(&format!("{field}.slotNr"), slot.slot_nr, MAX_ID);
+    fn client_slot(&mut self, field: Path, slot: &ClientSlot) {
+        self.range(field.child("clientId"), slot.client_id, MAX_ID);
+        self.range(field.child("slotNr"), slot.slot_nr, MAX_ID);
     }
 
-    fn bank_slot(&mut self, field: &str, slot: &BankSlot) {
-        self.range(&format!("{field}.bankId"), slot.bank_id, MAX_ID);
-        self.range(&format!("{field}.slotNr"), slot.slot_nr, MAX_ID);
+    fn bank_slot(&mut self, field: Path, slot: &BankSlot) {
+        self.range(field.child("bankId"), slot.bank_id, MAX_ID);
+        self.range(field.child("slotNr"), slot.slot_nr, MAX_ID);
     }
 
-    fn name(&mut self, field: &str, name: &str) {
-        self.size(field, name.len(), 1, MAX_NAME_LEN);
-    }
-
-    fn identity(&mut self, field: &str, id: &Identity) {
-        self.name(&format!("{field}.name"), &id.name);
-        self.name(&format!("{field}.software"), &id.software);
-        self.name(&format!("{field}.swVersion"), &id.sw_version);
-        let optional = [
-            ("hwManufacturer", &id.hw_manufacturer),
-            ("hwModel", &id.hw_model),
-            ("hwSerialNr", &id.hw_serial_nr),
-            ("hwVersion", &id.hw_version),
-            ("fwVersion", &id.fw_version),
+    fn identity(&mut self, field: Path, id: &Identity) {
+        let names = [
+            ("name", Some(&id.name)),
+            ("software", Some(&id.software)),
+            ("swVersion", Some(&id.sw_version)),
+            ("hwManufacturer", id.hw_manufacturer.as_ref()),
+            ("hwModel", id.hw_model.as_ref()),
+            ("hwSerialNr", id.hw_serial_nr.as_ref()),
+            ("hwVersion", id.hw_version.as_ref()),
+            ("fwVersion", id.fw_version.as_ref()),
         ];
-        for (key, value) in optional {
+        for (key, value) in names {
             if let Some(v) = value {
-                self.name(&format!("{field}.{key}"), v);
+                self.size(field.child(key), v.len(), 1, MAX_NAME_LEN);
             }
         }
     }
@@ -87,70 +115,71 @@ impl Checker {
 /// Every constraint violation in a PDU.
 pub fn violations(pdu: &RsproPdu) -> Vec<Violation> {
     let mut c = Checker::default();
-    c.range("version", pdu.version, MAX_VERSION);
-    c.range("tag", pdu.tag, MAX_OPERATION_TAG);
-    let name = pdu.msg.asn_name();
-    let f = |leaf: &str| format!("{name}.{leaf}");
+    c.range(Path::root("version"), pdu.version, MAX_VERSION);
+    c.range(Path::root("tag"), pdu.tag, MAX_OPERATION_TAG);
+    let msg = Path::root(pdu.msg.asn_name());
+    let f = |leaf| msg.child(leaf);
     match &pdu.msg {
         Msg::ConnectBankReq(m) => {
-            c.identity(&f("identity"), &m.identity);
-            c.range(&f("bankId"), m.bank_id, MAX_ID);
-            c.range(&f("numberOfSlots"), m.number_of_slots, MAX_ID);
+            c.identity(f("identity"), &m.identity);
+            c.range(f("bankId"), m.bank_id, MAX_ID);
+            c.range(f("numberOfSlots"), m.number_of_slots, MAX_ID);
         }
         Msg::ConnectBankRes(ConnectBankRes { identity, .. })
         | Msg::ConnectClientRes(ConnectClientRes { identity, .. }) => {
-            c.identity(&f("identity"), identity);
+            c.identity(f("identity"), identity);
         }
         Msg::ConnectClientReq(m) => {
-            c.identity(&f("identity"), &m.identity);
+            c.identity(f("identity"), &m.identity);
             if let Some(slot) = &m.client_slot {
-                c.client_slot(&f("clientSlot"), slot);
+                c.client_slot(f("clientSlot"), slot);
             }
         }
         Msg::CreateMappingReq(CreateMappingReq { client, bank })
         | Msg::RemoveMappingReq(RemoveMappingReq { client, bank }) => {
-            c.client_slot(&f("client"), client);
-            c.bank_slot(&f("bank"), bank);
+            c.client_slot(f("client"), client);
+            c.bank_slot(f("bank"), bank);
         }
-        Msg::ConfigClientIdReq(m) => c.client_slot(&f("clientSlot"), &m.client_slot),
+        Msg::ConfigClientIdReq(m) => c.client_slot(f("clientSlot"), &m.client_slot),
         Msg::ConfigClientBankReq(m) => {
-            c.bank_slot(&f("bankSlot"), &m.bank_slot);
-            let want = match m.bankd.ip {
-                IpAddress::Ipv4(ref a) => (a.len(), 4),
-                IpAddress::Ipv6(ref a) => (a.len(), 16),
+            c.bank_slot(f("bankSlot"), &m.bank_slot);
+            let (len, want) = match &m.bankd.ip {
+                IpAddress::Ipv4(a) => (a.len(), 4),
+                IpAddress::Ipv6(a) => (a.len(), 16),
             };
-            c.size(&f("bankd.ip"), want.0, want.1, want.1);
-            c.range(&f("bankd.port"), m.bankd.port, MAX_PORT);
+            let bankd = f("bankd");
+            c.size(bankd.child("ip"), len, want, want);
+            c.range(bankd.child("port"), m.bankd.port, MAX_PORT);
         }
         Msg::SetAtrReq(m) => {
-            c.client_slot(&f("slot"), &m.slot);
-            c.size(&f("atr"), m.atr.len(), 1, MAX_ATR_LEN);
+            c.client_slot(f("slot"), &m.slot);
+            c.size(f("atr"), m.atr.len(), 1, MAX_ATR_LEN);
         }
         Msg::TpduModemToCard(m) => {
-            c.client_slot(&f("fromClientSlot"), &m.from_client_slot);
-            c.bank_slot(&f("toBankSlot"), &m.to_bank_slot);
+            c.client_slot(f("fromClientSlot"), &m.from_client_slot);
+            c.bank_slot(f("toBankSlot"), &m.to_bank_slot);
         }
         Msg::TpduCardToModem(m) => {
-            c.bank_slot(&f("fromBankSlot"), &m.from_bank_slot);
-            c.client_slot(&f("toClientSlot"), &m.to_client_slot);
+            c.bank_slot(f("fromBankSlot"), &m.from_bank_slot);
+            c.client_slot(f("toClientSlot"), &m.to_client_slot);
         }
         Msg::ClientSlotStatusInd(m) => {
-            c.client_slot(&f("fromClientSlot"), &m.from_client_slot);
-            c.bank_slot(&f("toBankSlot"), &m.to_bank_slot);
+            c.client_slot(f("fromClientSlot"), &m.from_client_slot);
+            c.bank_slot(f("toBankSlot"), &m.to_bank_slot);
         }
         Msg::BankSlotStatusInd(m) => {
-            c.bank_slot(&f("fromBankSlot"), &m.from_bank_slot);
-            c.client_slot(&f("toClientSlot"), &m.to_client_slot);
+            c.bank_slot(f("fromBankSlot"), &m.from_bank_slot);
+            c.client_slot(f("toClientSlot"), &m.to_client_slot);
         }
         Msg::ErrorInd(m) => {
             if let Some(slot) = &m.bank_slot {
-                c.bank_slot(&f("bankSlot"), slot);
+                c.bank_slot(f("bankSlot"), slot);
             }
             if let Some(slot) = &m.client_slot {
-                c.client_slot(&f("clientSlot"), slot);
+                c.client_slot(f("clientSlot"), slot);
             }
             if let Some(s) = &m.error_string {
-                c.size(&f("errorString"), s.len(), 1, MAX_ERROR_STRING_LEN);
+                c.size(f("errorString"), s.len(), 1, MAX_ERROR_STRING_LEN);
             }
         }
         Msg::CreateMappingRes(_)

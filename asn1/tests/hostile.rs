@@ -54,14 +54,23 @@ fn frames(bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
 fn zero_length_frames_are_errors() {
     for proto in [0xfe, 0xee] {
         let err = frames(&[0, 0, proto]).expect_err("zero length refused");
-        assert!(matches!(err, FrameError::ZeroLength(p) if p == proto), "{err}");
+        assert!(
+            matches!(err, FrameError::ZeroLength(p) if p == proto),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn unknown_protocol_and_extension_are_errors() {
-    assert!(matches!(frames(&[0, 1, 0x00, 0x00]), Err(FrameError::UnknownProto(0x00))));
-    assert!(matches!(frames(&[0, 2, 0xee, 0x05, 0x00]), Err(FrameError::UnknownExt(0x05))));
+    assert!(matches!(
+        frames(&[0, 1, 0x00, 0x00]),
+        Err(FrameError::UnknownProto(0x00))
+    ));
+    assert!(matches!(
+        frames(&[0, 2, 0xee, 0x05, 0x00]),
+        Err(FrameError::UnknownExt(0x05))
+    ));
 }
 
 #[test]
@@ -70,9 +79,16 @@ fn truncated_frames_wait_then_fail_at_eof() {
     for cut in 1..whole.len() {
         let mut buf = BytesMut::from(&whole[..cut]);
         let mut codec = IpaCodec::default();
-        assert_eq!(codec.decode(&mut buf).expect("no error yet"), None, "cut at {cut}");
+        assert_eq!(
+            codec.decode(&mut buf).expect("no error yet"),
+            None,
+            "cut at {cut}"
+        );
         let err = codec.decode_eof(&mut buf).expect_err("truncated at EOF");
-        assert!(matches!(err, FrameError::Truncated(n) if n == cut), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, FrameError::Truncated(n) if n == cut),
+            "cut at {cut}: {err}"
+        );
     }
 }
 
@@ -84,14 +100,24 @@ fn maximum_length_frame() {
     assert_eq!(IpaCodec::default().decode(&mut buf).expect("waits"), None);
     frame.resize(3 + 65535, 0x30);
     let got = frames(&frame).expect("frames");
-    let [Frame::Rspro(pdu)] = got.as_slice() else { panic!("one RSPRO frame") };
+    let [Frame::Rspro(pdu)] = got.as_slice() else {
+        panic!("one RSPRO frame")
+    };
     assert_eq!(pdu.len(), 65534);
     // Its garbage PDU is a decode error, not a panic.
     assert!(rspro::decode(pdu).is_err());
     // A smaller limit refuses it at once, before the payload arrives.
     let mut head = BytesMut::from(&[0xffu8, 0xff, 0xee][..]);
-    let err = IpaCodec::with_max_payload(1024).decode(&mut head).expect_err("too long");
-    assert!(matches!(err, FrameError::TooLong { len: 65535, max: 1024 }));
+    let err = IpaCodec::with_max_payload(1024)
+        .decode(&mut head)
+        .expect_err("too long");
+    assert!(matches!(
+        err,
+        FrameError::TooLong {
+            len: 65535,
+            max: 1024
+        }
+    ));
 }
 
 #[test]
@@ -102,7 +128,11 @@ fn truncated_pdus_are_typed_errors_with_offsets() {
     .expect("hex");
     for cut in 0..der.len() {
         let err = rspro::decode(&der[..cut]).expect_err("truncated PDU refused");
-        assert!(err.offset <= cut, "cut {cut}: offset {} beyond input", err.offset);
+        assert!(
+            err.offset <= cut,
+            "cut {cut}: offset {} beyond input",
+            err.offset
+        );
         assert!(!err.reason.is_empty());
     }
 }
@@ -125,14 +155,29 @@ fn unknown_extension_additions_are_skipped() {
     assert_eq!(notes, vec![Note::SkippedExtensions(1)]);
 
     // Nested: an addition inside ClientSlot, two at the end of the message.
-    let client = tlv(&[0x30], &cat(&[&tlv(&[0x02], &[23]), &tlv(&[0x02], &[0]), &tlv(&[0x04], b"x")]));
+    let client = tlv(
+        &[0x30],
+        &cat(&[
+            &tlv(&[0x02], &[23]),
+            &tlv(&[0x02], &[0]),
+            &tlv(&[0x04], b"x"),
+        ]),
+    );
     let bank = tlv(&[0x30], &cat(&[&tlv(&[0x02], &[1]), &tlv(&[0x02], &[2])]));
     let req = tlv(
         &[0xa4],
-        &cat(&[&client, &bank, &tlv(&[0x80], &[1]), &tlv(&[0xbf, 0x40], &tlv(&[0x02], &[7]))]),
+        &cat(&[
+            &client,
+            &bank,
+            &tlv(&[0x80], &[1]),
+            &tlv(&[0xbf, 0x40], &tlv(&[0x02], &[7])),
+        ]),
     );
     let (pdu, notes) = known(&pdu_with(&req));
-    assert_eq!(pdu, RsproPdu::create_mapping_req(ClientSlot::new(23, 0), BankSlot::new(1, 2)));
+    assert_eq!(
+        pdu,
+        RsproPdu::create_mapping_req(ClientSlot::new(23, 0), BankSlot::new(1, 2))
+    );
     assert_eq!(notes, vec![Note::SkippedExtensions(3)]);
 }
 
@@ -143,7 +188,11 @@ fn unknown_message_alternatives_are_surfaced() {
         let decoded = rspro::decode(&pdu_with(&raw)).expect("accepted");
         assert_eq!(
             decoded.pdu,
-            Pdu::UnknownMsg { version: 2, tag: 0, alternative: number }
+            Pdu::UnknownMsg {
+                version: 2,
+                tag: 0,
+                alternative: number
+            }
         );
     }
 }
@@ -152,7 +201,9 @@ fn unknown_message_alternatives_are_surfaced() {
 fn unknown_enumerated_values_are_kept() {
     let der = hex::decode("300d800102810100a205a5030a0107").expect("hex");
     let (pdu, _) = known(&der);
-    let Msg::CreateMappingRes(res) = &pdu.msg else { panic!("createMappingRes") };
+    let Msg::CreateMappingRes(res) = &pdu.msg else {
+        panic!("createMappingRes")
+    };
     assert_eq!(res.result, ResultCode::Unknown(7));
     assert_eq!(res.result.to_string(), "unknown(7)");
     assert_eq!(rspro::encode(&pdu).expect("encodes"), der);
@@ -191,7 +242,9 @@ fn any_ber_is_accepted() {
     )
     .expect("hex");
     let (pdu, _) = known(&status);
-    let Msg::ClientSlotStatusInd(ind) = pdu.msg else { panic!("clientSlotStatusInd") };
+    let Msg::ClientSlotStatusInd(ind) = pdu.msg else {
+        panic!("clientSlotStatusInd")
+    };
     assert!(ind.slot_phys_status.reset_active);
 }
 
@@ -201,7 +254,10 @@ fn structural_errors_name_their_offset() {
     let err = rspro::decode(&pdu_with(&tlv(&[0xa5], &[]))).expect_err("refused");
     assert!(err.reason.contains("mandatory result missing"), "{err}");
     // A negative bankId: beyond what our integer types hold.
-    let bank = tlv(&[0x30], &cat(&[&tlv(&[0x02], &[0xff]), &tlv(&[0x02], &[0])]));
+    let bank = tlv(
+        &[0x30],
+        &cat(&[&tlv(&[0x02], &[0xff]), &tlv(&[0x02], &[0])]),
+    );
     let client = tlv(&[0x30], &cat(&[&tlv(&[0x02], &[1]), &tlv(&[0x02], &[0])]));
     let bytes = pdu_with(&tlv(&[0xa4], &cat(&[&client, &bank])));
     let err = rspro::decode(&bytes).expect_err("refused");
@@ -239,6 +295,8 @@ fn ccm_bodies_are_parsed_defensively() {
     assert!(rspro::ipa::parse_id_resp(&[0]).is_err());
     assert!(rspro::ipa::parse_id_resp(&[0, 9, 8, b'x']).is_err());
     let resp = rspro::ipa::build_id_resp(&[(8, "0/0/0")]);
-    let rspro::ipa::Ccm::IdResp(body) = resp else { panic!("ID_RESP") };
+    let rspro::ipa::Ccm::IdResp(body) = resp else {
+        panic!("ID_RESP")
+    };
     assert_eq!(hex::encode(&body), "000708302f302f3000");
 }

@@ -27,7 +27,9 @@ struct RawPeer {
 impl RawPeer {
     async fn send(&mut self, frame: Frame) {
         let mut out = BytesMut::new();
-        IpaCodec::default().encode(frame, &mut out).expect("encodes");
+        IpaCodec::default()
+            .encode(frame, &mut out)
+            .expect("encodes");
         self.stream.write_all(&out).await.expect("write");
     }
 
@@ -38,7 +40,10 @@ impl RawPeer {
     /// The next frame, or None at EOF.
     async fn recv(&mut self) -> Option<Frame> {
         loop {
-            if let Some(f) = IpaCodec::default().decode(&mut self.buf).expect("valid frames") {
+            if let Some(f) = IpaCodec::default()
+                .decode(&mut self.buf)
+                .expect("valid frames")
+            {
                 return Some(f);
             }
             let n = timeout(GUARD, self.stream.read_buf(&mut self.buf))
@@ -72,12 +77,18 @@ async fn pair(config: ConnectionConfig) -> (Connection, RawPeer) {
     let (accepted, connected) = tokio::join!(listener.accept(), TcpStream::connect(addr));
     let (stream, _) = accepted.expect("accept");
     let conn = Connection::new(stream, config).await.expect("connection");
-    let peer = RawPeer { stream: connected.expect("connect"), buf: BytesMut::new() };
+    let peer = RawPeer {
+        stream: connected.expect("connect"),
+        buf: BytesMut::new(),
+    };
     (conn, peer)
 }
 
 fn short_keepalive() -> KeepaliveConfig {
-    KeepaliveConfig { interval: Duration::from_millis(50), timeout: Duration::from_millis(200) }
+    KeepaliveConfig {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(200),
+    }
 }
 
 fn server_identity() -> Identity {
@@ -86,14 +97,27 @@ fn server_identity() -> Identity {
 
 #[tokio::test]
 async fn ping_is_answered_with_pong_in_every_role() {
-    for config in [ConnectionConfig::server(), ConnectionConfig::client(), ConnectionConfig::bankd_worker()] {
+    for config in [
+        ConnectionConfig::server(),
+        ConnectionConfig::client(),
+        ConnectionConfig::bankd_worker(),
+    ] {
         let (mut conn, mut peer) = pair(config.with_keepalive(None)).await;
         let served = tokio::spawn(async move { conn.recv().await });
         peer.send(Frame::Ccm(Ccm::Ping)).await;
-        assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::Pong)), "{:?}", config.role);
+        assert_eq!(
+            peer.recv().await,
+            Some(Frame::Ccm(Ccm::Pong)),
+            "{:?}",
+            config.role
+        );
         // The PDU after it is delivered.
         peer.send_pdu(&RsproPdu::reset_state_req()).await;
-        let got = timeout(GUARD, served).await.expect("in time").expect("task").expect("pdu");
+        let got = timeout(GUARD, served)
+            .await
+            .expect("in time")
+            .expect("task")
+            .expect("pdu");
         assert_eq!(got.pdu, Pdu::Known(RsproPdu::reset_state_req()));
     }
 }
@@ -102,13 +126,20 @@ async fn ping_is_answered_with_pong_in_every_role() {
 async fn client_role_answers_id_get_like_the_c_client() {
     let (mut conn, mut peer) = pair(ConnectionConfig::client().with_keepalive(None)).await;
     let served = tokio::spawn(async move { conn.recv().await });
-    peer.send(Frame::Ccm(rspro::ipa::build_id_get(&[8, 7, 1]))).await;
-    let Some(Frame::Ccm(Ccm::IdResp(body))) = peer.recv().await else { panic!("ID_RESP expected") };
+    peer.send(Frame::Ccm(rspro::ipa::build_id_get(&[8, 7, 1])))
+        .await;
+    let Some(Frame::Ccm(Ccm::IdResp(body))) = peer.recv().await else {
+        panic!("ID_RESP expected")
+    };
     let ids = rspro::ipa::parse_id_resp(&body).expect("parses");
     let ids: Vec<(u8, &[u8])> = ids.iter().map(|(t, v)| (*t, v.as_ref())).collect();
     assert_eq!(
         ids,
-        vec![(8, &b"0/0/0"[..]), (7, &b"00:00:00:00:00:00"[..]), (1, &b"00-00-00-00-00-00"[..])]
+        vec![
+            (8, &b"0/0/0"[..]),
+            (7, &b"00:00:00:00:00:00"[..]),
+            (1, &b"00-00-00-00-00-00"[..])
+        ]
     );
     assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::IdAck)));
     served.abort();
@@ -121,20 +152,31 @@ async fn server_role_echoes_id_ack_and_closes_on_id_get() {
     peer.send(Frame::Ccm(Ccm::IdAck)).await;
     assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::IdAck)));
     peer.send(Frame::Ccm(rspro::ipa::build_id_get(&[8]))).await;
-    let result = timeout(GUARD, served).await.expect("in time").expect("task");
+    let result = timeout(GUARD, served)
+        .await
+        .expect("in time")
+        .expect("task");
     assert!(matches!(result, Err(LinkError::Ccm(_))), "{result:?}");
     assert_eq!(peer.recv().await, None, "connection closed");
 }
 
 #[tokio::test]
 async fn keepalive_pings_at_once_and_again_after_pong() {
-    let (mut conn, mut peer) = pair(ConnectionConfig::server().with_keepalive(Some(short_keepalive()))).await;
+    let (mut conn, mut peer) =
+        pair(ConnectionConfig::server().with_keepalive(Some(short_keepalive()))).await;
     let served = tokio::spawn(async move { conn.recv().await });
-    assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::Ping)), "PING at start");
+    assert_eq!(
+        peer.recv().await,
+        Some(Frame::Ccm(Ccm::Ping)),
+        "PING at start"
+    );
     let ponged = Instant::now();
     peer.send(Frame::Ccm(Ccm::Pong)).await;
     assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::Ping)), "next PING");
-    assert!(ponged.elapsed() >= Duration::from_millis(50), "not before the interval");
+    assert!(
+        ponged.elapsed() >= Duration::from_millis(50),
+        "not before the interval"
+    );
     peer.send(Frame::Ccm(Ccm::Pong)).await;
     assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::Ping)), "and again");
     served.abort();
@@ -142,12 +184,19 @@ async fn keepalive_pings_at_once_and_again_after_pong() {
 
 #[tokio::test]
 async fn silent_peer_is_declared_dead() {
-    let (mut conn, mut peer) = pair(ConnectionConfig::server().with_keepalive(Some(short_keepalive()))).await;
+    let (mut conn, mut peer) =
+        pair(ConnectionConfig::server().with_keepalive(Some(short_keepalive()))).await;
     assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::Ping)));
     let started = Instant::now();
     let result = timeout(GUARD, conn.recv()).await.expect("detected in time");
-    assert!(matches!(result, Err(LinkError::KeepaliveTimeout(_))), "{result:?}");
-    assert!(started.elapsed() >= Duration::from_millis(150), "not before the timeout");
+    assert!(
+        matches!(result, Err(LinkError::KeepaliveTimeout(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "not before the timeout"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +206,10 @@ async fn bad_pdus_follow_the_role_policy() {
     let (mut conn, mut peer) = pair(ConnectionConfig::server().with_keepalive(None)).await;
     peer.send(garbage.clone()).await;
     peer.send_pdu(&RsproPdu::reset_state_req()).await;
-    let got = timeout(GUARD, conn.recv()).await.expect("in time").expect("next PDU");
+    let got = timeout(GUARD, conn.recv())
+        .await
+        .expect("in time")
+        .expect("next PDU");
     assert_eq!(got.pdu, Pdu::Known(RsproPdu::reset_state_req()));
     // bankd worker: close.
     let (mut conn, mut peer) = pair(ConnectionConfig::bankd_worker().with_keepalive(None)).await;
@@ -191,39 +243,81 @@ fn link_config(peer: String, expect: ComponentType, unit: Duration) -> ClientLin
 }
 
 async fn next_event(link: &mut ClientLink) -> ClientLinkEvent {
-    timeout(GUARD, link.event()).await.expect("event in time").expect("link alive")
+    timeout(GUARD, link.event())
+        .await
+        .expect("event in time")
+        .expect("link alive")
 }
 
 #[tokio::test]
 async fn client_link_connects_exchanges_and_reconnects() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut link = ClientLink::spawn(link_config(addr.to_string(), ComponentType::RemsimServer, Duration::from_millis(20)));
-    assert!(matches!(link.send(RsproPdu::reset_state_res(ResultCode::Ok)), Err(LinkError::NotConnected)));
+    let mut link = ClientLink::spawn(link_config(
+        addr.to_string(),
+        ComponentType::RemsimServer,
+        Duration::from_millis(20),
+    ));
+    assert!(matches!(
+        link.send(RsproPdu::reset_state_res(ResultCode::Ok)),
+        Err(LinkError::NotConnected)
+    ));
 
-    let (stream, _) = timeout(GUARD, listener.accept()).await.expect("connects").expect("accept");
-    let mut server = RawPeer { stream, buf: BytesMut::new() };
-    assert_eq!(server.recv().await, Some(Frame::Ccm(Ccm::Ping)), "PING first, as the C client");
+    let (stream, _) = timeout(GUARD, listener.accept())
+        .await
+        .expect("connects")
+        .expect("accept");
+    let mut server = RawPeer {
+        stream,
+        buf: BytesMut::new(),
+    };
+    assert_eq!(
+        server.recv().await,
+        Some(Frame::Ccm(Ccm::Ping)),
+        "PING first, as the C client"
+    );
     let req = server.recv_pdu().await;
     assert!(matches!(req.msg, Msg::ConnectBankReq(_)), "{req:?}");
-    server.send_pdu(&RsproPdu::connect_bank_res(server_identity(), ResultCode::Ok)).await;
-    let ClientLinkEvent::Connected { peer, .. } = next_event(&mut link).await else { panic!("Connected expected") };
+    server
+        .send_pdu(&RsproPdu::connect_bank_res(
+            server_identity(),
+            ResultCode::Ok,
+        ))
+        .await;
+    let ClientLinkEvent::Connected { peer, .. } = next_event(&mut link).await else {
+        panic!("Connected expected")
+    };
     assert_eq!(peer, server_identity());
     assert_eq!(link.state(), ClientState::Connected);
 
     // PDUs flow both ways.
     server.send_pdu(&RsproPdu::reset_state_req()).await;
-    let ClientLinkEvent::Pdu(d) = next_event(&mut link).await else { panic!("Pdu expected") };
+    let ClientLinkEvent::Pdu(d) = next_event(&mut link).await else {
+        panic!("Pdu expected")
+    };
     assert_eq!(d.pdu, Pdu::Known(RsproPdu::reset_state_req()));
-    link.send(RsproPdu::reset_state_res(ResultCode::Ok)).expect("connected");
-    assert_eq!(server.recv_pdu().await, RsproPdu::reset_state_res(ResultCode::Ok));
+    link.send(RsproPdu::reset_state_res(ResultCode::Ok))
+        .expect("connected");
+    assert_eq!(
+        server.recv_pdu().await,
+        RsproPdu::reset_state_res(ResultCode::Ok)
+    );
 
     // The server goes away: Lost, then a new connection with a new ConnectBankReq.
     drop(server);
     assert_eq!(next_event(&mut link).await, ClientLinkEvent::Lost);
-    let (stream, _) = timeout(GUARD, listener.accept()).await.expect("reconnects").expect("accept");
-    let mut server = RawPeer { stream, buf: BytesMut::new() };
-    assert!(matches!(server.recv_pdu().await.msg, Msg::ConnectBankReq(_)));
+    let (stream, _) = timeout(GUARD, listener.accept())
+        .await
+        .expect("reconnects")
+        .expect("accept");
+    let mut server = RawPeer {
+        stream,
+        buf: BytesMut::new(),
+    };
+    assert!(matches!(
+        server.recv_pdu().await.msg,
+        Msg::ConnectBankReq(_)
+    ));
 }
 
 #[tokio::test]
@@ -231,15 +325,35 @@ async fn refused_connections_follow_the_backoff_schedule() {
     let unit = Duration::from_millis(40);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut link = ClientLink::spawn(link_config(addr.to_string(), ComponentType::RemsimServer, unit));
+    let mut link = ClientLink::spawn(link_config(
+        addr.to_string(),
+        ComponentType::RemsimServer,
+        unit,
+    ));
     let mut attempts = Vec::new();
     for _ in 0..6 {
-        let (stream, _) = timeout(GUARD, listener.accept()).await.expect("attempt").expect("accept");
+        let (stream, _) = timeout(GUARD, listener.accept())
+            .await
+            .expect("attempt")
+            .expect("accept");
         attempts.push(Instant::now());
-        let mut server = RawPeer { stream, buf: BytesMut::new() };
+        let mut server = RawPeer {
+            stream,
+            buf: BytesMut::new(),
+        };
         server.recv_pdu().await;
-        server.send_pdu(&RsproPdu::connect_bank_res(server_identity(), ResultCode::IdentityInUse)).await;
-        assert_eq!(next_event(&mut link).await, ClientLinkEvent::Refused { result: ResultCode::IdentityInUse });
+        server
+            .send_pdu(&RsproPdu::connect_bank_res(
+                server_identity(),
+                ResultCode::IdentityInUse,
+            ))
+            .await;
+        assert_eq!(
+            next_event(&mut link).await,
+            ClientLinkEvent::Refused {
+                result: ResultCode::IdentityInUse
+            }
+        );
     }
     // The table gives 0, 0, 0, then 1 unit: the first attempt and two
     // reconnects are immediate, from the fourth attempt on they are one unit
@@ -253,15 +367,34 @@ async fn refused_connections_follow_the_backoff_schedule() {
 async fn wrong_peer_type_stops_the_link() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut link = ClientLink::spawn(link_config(addr.to_string(), ComponentType::RemsimServer, Duration::from_millis(10)));
-    let (stream, _) = timeout(GUARD, listener.accept()).await.expect("connects").expect("accept");
-    let mut bankd = RawPeer { stream, buf: BytesMut::new() };
+    let mut link = ClientLink::spawn(link_config(
+        addr.to_string(),
+        ComponentType::RemsimServer,
+        Duration::from_millis(10),
+    ));
+    let (stream, _) = timeout(GUARD, listener.accept())
+        .await
+        .expect("connects")
+        .expect("accept");
+    let mut bankd = RawPeer {
+        stream,
+        buf: BytesMut::new(),
+    };
     bankd.recv_pdu().await;
     let wrong = Identity::new(ComponentType::RemsimBankd, "b", "remsim-bankd", "test");
-    bankd.send_pdu(&RsproPdu::connect_client_res(wrong, ResultCode::Ok)).await;
-    assert!(matches!(next_event(&mut link).await, ClientLinkEvent::Stopped { .. }));
+    bankd
+        .send_pdu(&RsproPdu::connect_client_res(wrong, ResultCode::Ok))
+        .await;
+    assert!(matches!(
+        next_event(&mut link).await,
+        ClientLinkEvent::Stopped { .. }
+    ));
     assert_eq!(bankd.recv().await, None, "connection closed");
     assert_eq!(link.state(), ClientState::Init);
     // No further attempt within many back-off units.
-    assert!(timeout(Duration::from_millis(300), listener.accept()).await.is_err());
+    assert!(
+        timeout(Duration::from_millis(300), listener.accept())
+            .await
+            .is_err()
+    );
 }

@@ -73,7 +73,12 @@ fn flags() -> impl Strategy<Value = TpduFlags> {
 }
 
 fn status() -> impl Strategy<Value = SlotPhysStatus> {
-    (any::<bool>(), option::of(any::<bool>()), option::of(any::<bool>()), option::of(any::<bool>()))
+    (
+        any::<bool>(),
+        option::of(any::<bool>()),
+        option::of(any::<bool>()),
+        option::of(any::<bool>()),
+    )
         .prop_map(|(r, v, c, p)| SlotPhysStatus {
             reset_active: r,
             vcc_present: v,
@@ -90,7 +95,8 @@ fn msg() -> impl Strategy<Value = RsproPdu> {
     prop_oneof![
         (identity(), id(), id()).prop_map(|(i, b, n)| RsproPdu::connect_bank_req(i, b, n)),
         (identity(), result()).prop_map(|(i, r)| RsproPdu::connect_bank_res(i, r)),
-        (identity(), option::of(client_slot())).prop_map(|(i, s)| RsproPdu::connect_client_req(i, s)),
+        (identity(), option::of(client_slot()))
+            .prop_map(|(i, s)| RsproPdu::connect_client_req(i, s)),
         (identity(), result()).prop_map(|(i, r)| RsproPdu::connect_client_res(i, r)),
         (client_slot(), bank_slot()).prop_map(|(c, b)| RsproPdu::create_mapping_req(c, b)),
         result().prop_map(RsproPdu::create_mapping_res),
@@ -100,7 +106,8 @@ fn msg() -> impl Strategy<Value = RsproPdu> {
         result().prop_map(RsproPdu::config_client_id_res),
         (bank_slot(), ip_port()).prop_map(|(b, a)| RsproPdu::config_client_bank_req(b, a)),
         result().prop_map(RsproPdu::config_client_bank_res),
-        (client_slot(), vec(any::<u8>(), 1..=55)).prop_map(|(c, atr)| RsproPdu::set_atr_req(c, atr)),
+        (client_slot(), vec(any::<u8>(), 1..=55))
+            .prop_map(|(c, atr)| RsproPdu::set_atr_req(c, atr)),
         result().prop_map(RsproPdu::set_atr_res),
         (client_slot(), bank_slot(), flags(), data(300)).prop_map(|(c, b, f, d)| {
             let mut pdu = RsproPdu::tpdu_modem_to_card(c, b, d);
@@ -116,8 +123,10 @@ fn msg() -> impl Strategy<Value = RsproPdu> {
             }
             pdu
         }),
-        (client_slot(), bank_slot(), status()).prop_map(|(c, b, s)| RsproPdu::client_slot_status_ind(c, b, s)),
-        (bank_slot(), client_slot(), status()).prop_map(|(b, c, s)| RsproPdu::bank_slot_status_ind(b, c, s)),
+        (client_slot(), bank_slot(), status())
+            .prop_map(|(c, b, s)| RsproPdu::client_slot_status_ind(c, b, s)),
+        (bank_slot(), client_slot(), status())
+            .prop_map(|(b, c, s)| RsproPdu::bank_slot_status_ind(b, c, s)),
         (
             component_type(),
             (1i64..=3).prop_map(ErrorSeverity::from_value),
@@ -133,7 +142,11 @@ fn msg() -> impl Strategy<Value = RsproPdu> {
 }
 
 fn pdu() -> impl Strategy<Value = RsproPdu> {
-    (msg(), 0u32..=32, 0u32..=2_147_483_647).prop_map(|(p, v, t)| RsproPdu { version: v, tag: t, ..p })
+    (msg(), 0u32..=32, 0u32..=2_147_483_647).prop_map(|(p, v, t)| RsproPdu {
+        version: v,
+        tag: t,
+        ..p
+    })
 }
 
 fn frame() -> impl Strategy<Value = Frame> {

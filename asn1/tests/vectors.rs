@@ -12,7 +12,9 @@ use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn repo_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 fn vectors_text() -> String {
@@ -28,7 +30,10 @@ struct Vector {
 }
 
 fn is_frame_hex(s: &str) -> bool {
-    s.len() >= 8 && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() >= 8
+        && s.len().is_multiple_of(2)
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn vectors() -> Vec<Vector> {
@@ -43,14 +48,22 @@ fn vectors() -> Vec<Vector> {
                 .get(pos + 1)
                 .filter(|f| f.starts_with("<RsproPDU>"))
                 .map(|f| f.to_string());
-            out.push(Vector { line: i + 1, hex: fields[pos].to_string(), xer });
+            out.push(Vector {
+                line: i + 1,
+                hex: fields[pos].to_string(),
+                xer,
+            });
             continue;
         }
         // Ladder lines: "... RSPRO name  [conn #3]  <hex>".
-        if line.contains("RSPRO ") || line.contains("IPA CCM") {
-            if let Some(last) = line.split_whitespace().last().filter(|t| is_frame_hex(t)) {
-                out.push(Vector { line: i + 1, hex: last.to_string(), xer: None });
-            }
+        if (line.contains("RSPRO ") || line.contains("IPA CCM"))
+            && let Some(last) = line.split_whitespace().last().filter(|t| is_frame_hex(t))
+        {
+            out.push(Vector {
+                line: i + 1,
+                hex: last.to_string(),
+                xer: None,
+            });
         }
     }
     out
@@ -87,20 +100,35 @@ fn flatten_xer(xer: &str) -> BTreeSet<(String, Option<String>)> {
                 assert_eq!(node.name, name, "XER nesting");
                 stack.last_mut().expect("parent").children.push(node);
             } else if let Some(name) = tag.strip_suffix('/') {
-                let leaf = Node { name: name.to_string(), empty: true, ..Node::default() };
+                let leaf = Node {
+                    name: name.to_string(),
+                    empty: true,
+                    ..Node::default()
+                };
                 stack.last_mut().expect("parent").children.push(leaf);
             } else {
-                stack.push(Node { name: tag.to_string(), ..Node::default() });
+                stack.push(Node {
+                    name: tag.to_string(),
+                    ..Node::default()
+                });
             }
         } else {
             let end = rest.find('<').unwrap_or(rest.len());
-            stack.last_mut().expect("element").text.push_str(&rest[..end]);
+            stack
+                .last_mut()
+                .expect("element")
+                .text
+                .push_str(&rest[..end]);
             rest = &rest[end..];
         }
     }
     fn walk(node: &Node, path: &str, out: &mut BTreeSet<(String, Option<String>)>) {
         for child in &node.children {
-            let p = if path.is_empty() { child.name.clone() } else { format!("{path}/{}", child.name) };
+            let p = if path.is_empty() {
+                child.name.clone()
+            } else {
+                format!("{path}/{}", child.name)
+            };
             match child.children.as_slice() {
                 [only] if only.empty && only.children.is_empty() => {
                     out.insert((p, Some(only.name.to_lowercase())));
@@ -130,7 +158,11 @@ fn flatten_json(value: &Value, path: &str, out: &mut BTreeSet<(String, Option<St
                 if path.is_empty() && (k == "ipa" || k == "notes") {
                     continue;
                 }
-                let p = if path.is_empty() { k.clone() } else { format!("{path}/{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}/{k}")
+                };
                 if let Value::Object(_) = v {
                     out.insert((p.clone(), None));
                 }
@@ -151,28 +183,56 @@ fn copy_matches_shared_when_present() {
     let shared = repo_file("../shared/conformance/c-reference-vectors.txt");
     if shared.exists() {
         let theirs = std::fs::read(&shared).expect("read shared vectors");
-        let ours = std::fs::read(repo_file("conformance/c-reference-vectors.txt")).expect("read copy");
-        assert!(ours == theirs, "conformance/c-reference-vectors.txt differs from {}", shared.display());
+        let ours =
+            std::fs::read(repo_file("conformance/c-reference-vectors.txt")).expect("read copy");
+        assert!(
+            ours == theirs,
+            "conformance/c-reference-vectors.txt differs from {}",
+            shared.display()
+        );
     }
 }
 
 #[test]
 fn every_frame_round_trips_byte_for_byte() {
     let vectors = vectors();
-    assert!(vectors.len() > 200, "only {} frames found in the vectors file", vectors.len());
+    assert!(
+        vectors.len() > 200,
+        "only {} frames found in the vectors file",
+        vectors.len()
+    );
     let mut codec = IpaCodec::default();
     for v in &vectors {
         let bytes = hex::decode(&v.hex).expect("hex");
         let frame = decode_frame(&bytes);
         let mut again = BytesMut::new();
-        codec.encode(frame.clone(), &mut again).expect("frame encodes");
-        assert_eq!(hex::encode(&again), v.hex, "line {}: frame re-encoding", v.line);
+        codec
+            .encode(frame.clone(), &mut again)
+            .expect("frame encodes");
+        assert_eq!(
+            hex::encode(&again),
+            v.hex,
+            "line {}: frame re-encoding",
+            v.line
+        );
         if let Frame::Rspro(der) = &frame {
             let decoded = rspro::decode(der).unwrap_or_else(|e| panic!("line {}: {e}", v.line));
-            assert!(decoded.notes.is_empty(), "line {}: notes {:?}", v.line, decoded.notes);
-            let Pdu::Known(pdu) = decoded.pdu else { panic!("line {}: unknown message", v.line) };
+            assert!(
+                decoded.notes.is_empty(),
+                "line {}: notes {:?}",
+                v.line,
+                decoded.notes
+            );
+            let Pdu::Known(pdu) = decoded.pdu else {
+                panic!("line {}: unknown message", v.line)
+            };
             let der_again = rspro::encode(&pdu).expect("encodes");
-            assert_eq!(hex::encode(der_again), hex::encode(der), "line {}: DER re-encoding", v.line);
+            assert_eq!(
+                hex::encode(der_again),
+                hex::encode(der),
+                "line {}: DER re-encoding",
+                v.line
+            );
         }
     }
 }
@@ -188,14 +248,26 @@ fn every_frame_decodes_to_the_values_shown() {
         let mut ours = BTreeSet::new();
         flatten_json(&value, "", &mut ours);
         let theirs = flatten_xer(xer);
-        assert_eq!(ours, theirs, "line {}: decoded values differ from the C decode", v.line);
-        let name = value["msg"].as_object().and_then(|m| m.keys().next().cloned()).expect("msg");
+        assert_eq!(
+            ours, theirs,
+            "line {}: decoded values differ from the C decode",
+            v.line
+        );
+        let name = value["msg"]
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+            .expect("msg");
         *alternatives.entry(name).or_insert(0) += 1;
         compared += 1;
     }
     assert!(compared > 50, "only {compared} decodes compared");
     // Every RsproPDUchoice alternative appears in the vectors.
-    assert_eq!(alternatives.len(), 21, "alternatives seen: {:?}", alternatives.keys());
+    assert_eq!(
+        alternatives.len(),
+        21,
+        "alternatives seen: {:?}",
+        alternatives.keys()
+    );
 }
 
 #[test]
@@ -209,10 +281,19 @@ fn ccm_frames_of_the_c_suite() {
         assert_eq!(decode_frame(&hex::decode(hex_frame).expect("hex")), want);
     }
     // The libosmocore ID_GET layout asks for these tags, in this order.
-    let id_get = decode_frame(&hex::decode("0011fe0401080107010201030104010501010100").expect("hex"));
-    let Frame::Ccm(rspro::ipa::Ccm::IdGet(body)) = id_get else { panic!("not ID_GET") };
-    assert_eq!(rspro::ipa::parse_id_get(&body).expect("parses"), vec![8, 7, 2, 3, 4, 5, 1, 0]);
-    assert_eq!(rspro::ipa::build_id_get(&[8, 7, 2, 3, 4, 5, 1, 0]), rspro::ipa::Ccm::IdGet(body));
+    let id_get =
+        decode_frame(&hex::decode("0011fe0401080107010201030104010501010100").expect("hex"));
+    let Frame::Ccm(rspro::ipa::Ccm::IdGet(body)) = id_get else {
+        panic!("not ID_GET")
+    };
+    assert_eq!(
+        rspro::ipa::parse_id_get(&body).expect("parses"),
+        vec![8, 7, 2, 3, 4, 5, 1, 0]
+    );
+    assert_eq!(
+        rspro::ipa::build_id_get(&[8, 7, 2, 3, 4, 5, 1, 0]),
+        rspro::ipa::Ccm::IdGet(body)
+    );
 }
 
 /// The comparison above is not vacuous: a single changed value is caught.
@@ -220,7 +301,11 @@ fn ccm_frames_of_the_c_suite() {
 fn comparison_catches_a_changed_value() {
     let v = vectors()
         .into_iter()
-        .find(|v| v.xer.as_deref().is_some_and(|x| x.contains("<numberOfSlots>8<")))
+        .find(|v| {
+            v.xer
+                .as_deref()
+                .is_some_and(|x| x.contains("<numberOfSlots>8<"))
+        })
         .expect("a connectBankReq vector");
     let frame = decode_frame(&hex::decode(&v.hex).expect("hex"));
     let mut value = json::frame_to_json(&frame).expect("decodes");
@@ -232,5 +317,9 @@ fn comparison_catches_a_changed_value() {
     let mut changed = BTreeSet::new();
     flatten_json(&value, "", &mut changed);
     assert_ne!(changed, theirs);
-    assert!(theirs.len() > 10, "XER flattened to {} entries", theirs.len());
+    assert!(
+        theirs.len() > 10,
+        "XER flattened to {} entries",
+        theirs.len()
+    );
 }

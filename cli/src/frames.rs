@@ -65,8 +65,8 @@ fn frame_error_offset(e: &FrameError) -> usize {
 }
 
 fn render(frame: &Frame, as_json: bool) -> Result<String, (usize, String)> {
-    let value = json::frame_to_json(frame)
-        .map_err(|e| (RSPRO_PDU_OFFSET + e.offset, e.reason.clone()))?;
+    let value =
+        json::frame_to_json(frame).map_err(|e| (RSPRO_PDU_OFFSET + e.offset, e.reason.clone()))?;
     if as_json {
         return Ok(value.to_string());
     }
@@ -122,16 +122,25 @@ fn decode_line(n: usize, line: &str, as_json: bool, out: &mut impl Write) -> io:
             Err(e) => {
                 let reason = match &e {
                     FrameError::Truncated(have) => {
-                        let need = usize::from(u16::from_be_bytes([bytes[start], *bytes.get(start + 1).unwrap_or(&0)]));
+                        let need = usize::from(u16::from_be_bytes([
+                            bytes[start],
+                            *bytes.get(start + 1).unwrap_or(&0),
+                        ]));
                         if *have < ipa::HEADER_LEN {
                             format!("truncated: {have} byte(s), an IPA header needs 3")
                         } else {
-                            format!("truncated: LEN says {need} payload byte(s), {} present", have - ipa::HEADER_LEN)
+                            format!(
+                                "truncated: LEN says {need} payload byte(s), {} present",
+                                have - ipa::HEADER_LEN
+                            )
                         }
                     }
                     other => other.to_string(),
                 };
-                eprintln!("frame {n}: byte {}: {reason}", start + frame_error_offset(&e));
+                eprintln!(
+                    "frame {n}: byte {}: {reason}",
+                    start + frame_error_offset(&e)
+                );
                 return Ok(false);
             }
         }
@@ -152,7 +161,11 @@ pub fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         n += 1;
         all_ok &= decode_line(n, trimmed, args.json, &mut out)?;
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
@@ -181,5 +194,9 @@ pub fn encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "remsimctl", version, about = "Operate and inspect remsim (remote SIM)")]
+#[command(
+    name = "remsimctl",
+    version,
+    about = "Operate and inspect remsim (remote SIM)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

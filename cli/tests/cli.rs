@@ -27,16 +27,22 @@ fn text(bytes: &[u8]) -> String {
 
 /// Every frame (hex) of the C reference session, in file order.
 fn c_session_frames() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance/c-reference-vectors.txt");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../conformance/c-reference-vectors.txt"
+    );
     let vectors = std::fs::read_to_string(path).expect("vectors file");
     vectors
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             l.split(|c: char| c == '|' || c.is_whitespace())
-                .filter(|t| t.len() >= 8 && t.len() % 2 == 0)
-                .filter(|t| t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-                .last()
+                .rev()
+                .filter(|t| t.len() >= 8 && t.len().is_multiple_of(2))
+                .find(|t| {
+                    t.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                })
                 .map(str::to_string)
         })
         .collect()
@@ -130,7 +136,13 @@ fn malformed_frames_are_reported_and_the_rest_decoded() {
 
 #[test]
 fn text_output_and_several_frames_per_line() {
-    let out = remsimctl(&["decode", "0001fe000001fe01 000dee07300a800102810100a202b300"], "");
+    let out = remsimctl(
+        &[
+            "decode",
+            "0001fe000001fe01 000dee07300a800102810100a202b300",
+        ],
+        "",
+    );
     assert!(out.status.success());
     assert_eq!(
         text(&out.stdout),
@@ -143,10 +155,24 @@ fn encode_takes_defaults_and_reports_bad_json() {
     let ok = remsimctl(&["encode", "--json", r#"{"msg":{"resetStateReq":{}}}"#], "");
     assert!(ok.status.success());
     assert_eq!(text(&ok.stdout), "000dee07300a800102810100a202b300\n");
-    let ccm = remsimctl(&["encode", "--json", r#"{"ipa":"ccm","ccm":"ID_GET","tags":["UNIT"]}"#], "");
+    let ccm = remsimctl(
+        &[
+            "encode",
+            "--json",
+            r#"{"ipa":"ccm","ccm":"ID_GET","tags":["UNIT"]}"#,
+        ],
+        "",
+    );
     assert_eq!(text(&ccm.stdout), "0003fe040108\n");
-    let bad = remsimctl(&["encode"], "{\"msg\":{\"noSuchMessage\":{}}}\n{\"ipa\":\"ccm\",\"ccm\":\"PONG\"}\n");
+    let bad = remsimctl(
+        &["encode"],
+        "{\"msg\":{\"noSuchMessage\":{}}}\n{\"ipa\":\"ccm\",\"ccm\":\"PONG\"}\n",
+    );
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(text(&bad.stdout), "0001fe01\n");
-    assert!(text(&bad.stderr).contains("frame 1:"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("frame 1:"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
