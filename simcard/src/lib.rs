@@ -1,0 +1,10 @@
+//! `simcard`: a software SIM/USIM good enough for SIM tools and modems in
+//! tests, demos and benchmarks.
+//!
+//! * [`milenage`]: MILENAGE and the USIM side of AKA;
+//! * [`profile`]: a card's identity and keys, from TOML/JSON or generated;
+//! * [`fs`]: the ISO 7816-4 file system built from a profile;
+//! * [`card`]: the card itself, a sans-I/O APDU processor with T=0 semantics;
+//! * [`vpcd`]: the vsmartcard vpcd protocol, to appear in a real pcscd reader.
+
+pub mod milenage;
