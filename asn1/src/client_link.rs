@@ -18,8 +18,9 @@ use crate::link::{Connection, ConnectionConfig, LinkError};
 use crate::reconnect::{ClientAction, ClientEvent, ClientFsm, ClientState, ReconnectConfig};
 use crate::types::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 
-/// How many events may wait for the application before the link stops reading.
-const EVENT_QUEUE: usize = 64;
+/// How many events may wait for the application before the link stops
+/// reading (and so answering PINGs): an application must keep up.
+const EVENT_QUEUE: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ClientLinkConfig {
@@ -184,7 +185,12 @@ async fn run(
                     d.config.connect_req = pdu;
                     None
                 }
-                Some(Command::Send(pdu)) => d.send(&pdu).await,
+                // Queued while connected, the link may have changed since.
+                Some(Command::Send(pdu)) if d.fsm.state() == ClientState::Connected => d.send(&pdu).await,
+                Some(Command::Send(pdu)) => {
+                    warn!(peer = %d.config.peer, msg = pdu.msg.asn_name(), "link not connected; PDU dropped");
+                    None
+                }
             },
         };
     }

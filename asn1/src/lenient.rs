@@ -77,19 +77,25 @@ fn parse<'a>(buf: &'a [u8], pos: usize, depth: usize) -> Result<(Tlv<'a>, usize)
     let definite_len = match lb {
         0x00..=0x7f => Some(usize::from(lb)),
         0x80 => None,
-        0x81..=0x84 => {
+        0x81..=0xfe => {
             let n = usize::from(lb & 0x7f);
             let Some(bytes) = buf.get(p..p + n) else {
                 return err(p, "truncated: long-form length");
             };
             p += n;
+            // Leading zero octets are allowed in BER; more than 4
+            // significant ones cannot describe anything we would accept.
+            let significant = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
+            if significant.len() > 4 {
+                return err(len_offset, "length does not fit 32 bits");
+            }
             Some(
-                bytes
+                significant
                     .iter()
                     .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
             )
         }
-        _ => return err(len_offset, format!("unsupported length octet 0x{lb:02x}")),
+        _ => return err(len_offset, "reserved length octet 0xff"),
     };
     let mut tlv = Tlv {
         offset: start,
@@ -457,7 +463,8 @@ fn expect_constructed(tlv: &Tlv, what: &str) -> Result<(), WalkError> {
 }
 
 fn check_leaf(tlv: &Tlv, leaf: Leaf, what: &str) -> Result<(), WalkError> {
-    if tlv.constructed && !matches!(leaf, Leaf::Octets) {
+    // Constructed (segmented) strings are valid BER: rasn checks them.
+    if tlv.constructed && !matches!(leaf, Leaf::Octets | Leaf::Text) {
         return err(tlv.offset, format!("{what}: must be primitive"));
     }
     let c = tlv.content;
@@ -492,6 +499,7 @@ fn check_leaf(tlv: &Tlv, leaf: Leaf, what: &str) -> Result<(), WalkError> {
             }
         }
         Leaf::Octets => {}
+        Leaf::Text if tlv.constructed => {}
         Leaf::Text => {
             if std::str::from_utf8(c).is_err() {
                 return err(at, format!("{what}: string is not ASCII/UTF-8"));

@@ -2,8 +2,9 @@
 //! of each C component (spec §1.4), the keep-alive, TCP_NODELAY, and PDU
 //! decoding with a per-role policy for undecodable PDUs.
 //!
-//! [`Connection::recv`] is cancel-safe, so a daemon's connection task can
-//! `select!` between it and its own inbox.
+//! [`Connection::recv`] is cancel-safe (CCM answers are buffered without
+//! awaiting), so a daemon's connection task can `select!` between it and
+//! its own inbox.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, sleep_until};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tracing::{debug, warn};
 
 use crate::codec::{self, DecodeError, Decoded, EncodeError};
@@ -104,6 +105,8 @@ pub enum LinkError {
     Ccm(String),
     #[error("link is not connected")]
     NotConnected,
+    #[error("peer does not read: {0} bytes unsent")]
+    Backpressure(usize),
 }
 
 impl From<std::io::Error> for LinkError {
@@ -113,16 +116,23 @@ impl From<std::io::Error> for LinkError {
 }
 
 /// The identity values the C client sends in ID_RESP (its unit description
-/// is never filled, spec §1.4). Tags it lacks get an empty string, where the
-/// C client sends nothing at all.
-fn client_id_value(tag: u8) -> &'static str {
+/// is never filled, spec §1.4); `None` for tags it cannot answer.
+fn client_id_value(tag: u8) -> Option<&'static str> {
     match tag {
-        id_tag::UNIT => "0/0/0",
-        id_tag::MACADDR => "00:00:00:00:00:00",
-        id_tag::UNITNAME => "00-00-00-00-00-00",
-        _ => "",
+        id_tag::UNIT => Some("0/0/0"),
+        id_tag::MACADDR => Some("00:00:00:00:00:00"),
+        id_tag::UNITNAME => Some("00-00-00-00-00-00"),
+        id_tag::SERNR
+        | id_tag::LOCATION1
+        | id_tag::LOCATION2
+        | id_tag::EQUIPVERS
+        | id_tag::SWVERSION => Some(""),
+        _ => None,
     }
 }
+
+/// Unsent bytes we tolerate before cutting off a peer that does not read.
+const MAX_UNSENT: usize = 64 * 1024;
 
 pub struct Connection {
     reader: FramedRead<OwnedReadHalf, IpaCodec>,
@@ -180,15 +190,15 @@ impl Connection {
         loop {
             let deadline = self.keepalive.as_ref().map(Keepalive::deadline);
             let pending_write = !self.writer.write_buffer().is_empty();
+            // Biased: frames already received (a PONG, say) count before
+            // an expired keep-alive deadline is judged.
             tokio::select! {
+                biased;
                 flushed = self.writer.flush(), if pending_write => flushed?,
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.on_keepalive_deadline().await?;
-                }
                 frame = self.reader.next() => match frame {
                     None => return Err(LinkError::Closed),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(Frame::Ccm(ccm))) => self.on_ccm(ccm).await?,
+                    Some(Ok(Frame::Ccm(ccm))) => self.on_ccm(ccm)?,
                     Some(Ok(Frame::Rspro(bytes))) => match codec::decode(&bytes) {
                         Ok(decoded) => return Ok(decoded),
                         Err(e) if self.config.on_bad_pdu == OnBadPdu::DropFrame => {
@@ -197,16 +207,19 @@ impl Connection {
                         Err(e) => return Err(LinkError::Decode(e)),
                     },
                 },
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.on_keepalive_deadline()?;
+                }
             }
         }
     }
 
-    async fn on_keepalive_deadline(&mut self) -> Result<(), LinkError> {
+    fn on_keepalive_deadline(&mut self) -> Result<(), LinkError> {
         let Some(ka) = self.keepalive.as_mut() else {
             return Ok(());
         };
         match ka.on_deadline(Instant::now()) {
-            Some(KeepaliveAction::SendPing) => self.queue(Ccm::Ping).await,
+            Some(KeepaliveAction::SendPing) => self.queue(Ccm::Ping),
             Some(KeepaliveAction::PeerDead) => Err(LinkError::KeepaliveTimeout(
                 self.config.keepalive.map(|k| k.timeout).unwrap_or_default(),
             )),
@@ -214,16 +227,22 @@ impl Connection {
         }
     }
 
-    /// Buffers a CCM reply; `recv` flushes it.
-    async fn queue(&mut self, ccm: Ccm) -> Result<(), LinkError> {
-        self.writer.feed(Frame::Ccm(ccm)).await?;
+    /// Buffers a CCM message without awaiting, so that `recv` stays
+    /// cancel-safe; `recv` flushes it. A peer that does not read while we
+    /// owe it answers is cut off rather than buffered without end.
+    fn queue(&mut self, ccm: Ccm) -> Result<(), LinkError> {
+        let buffer = self.writer.write_buffer_mut();
+        if buffer.len() > MAX_UNSENT {
+            return Err(LinkError::Backpressure(buffer.len()));
+        }
+        IpaCodec::default().encode(Frame::Ccm(ccm), buffer)?;
         Ok(())
     }
 
-    async fn on_ccm(&mut self, ccm: Ccm) -> Result<(), LinkError> {
+    fn on_ccm(&mut self, ccm: Ccm) -> Result<(), LinkError> {
         let role = self.config.role;
         match ccm {
-            Ccm::Ping => self.queue(Ccm::Pong).await,
+            Ccm::Ping => self.queue(Ccm::Pong),
             Ccm::Pong => {
                 if let Some(ka) = self.keepalive.as_mut() {
                     ka.on_pong(Instant::now());
@@ -231,7 +250,7 @@ impl Connection {
                 Ok(())
             }
             Ccm::IdAck if role == Role::Client => Ok(()),
-            Ccm::IdAck => self.queue(Ccm::IdAck).await,
+            Ccm::IdAck => self.queue(Ccm::IdAck),
             Ccm::IdGet(body) if role == Role::Client => {
                 let tags = match ipa::parse_id_get(&body) {
                     Ok(tags) => tags,
@@ -240,10 +259,17 @@ impl Connection {
                         return Ok(());
                     }
                 };
-                let values: Vec<(u8, &str)> =
-                    tags.iter().map(|t| (*t, client_id_value(*t))).collect();
-                self.queue(ipa::build_id_resp(&values)).await?;
-                self.queue(Ccm::IdAck).await
+                let values: Option<Vec<(u8, &str)>> = tags
+                    .iter()
+                    .map(|t| client_id_value(*t).map(|v| (*t, v)))
+                    .collect();
+                let Some(values) = values else {
+                    // The C client cannot build this ID_RESP and sends nothing.
+                    warn!(peer = %self.peer, ?tags, "ID_GET asks for unsupported tags; not answered");
+                    return Ok(());
+                };
+                self.queue(ipa::build_id_resp(&values))?;
+                self.queue(Ccm::IdAck)
             }
             Ccm::IdResp(body) if role == Role::Server => {
                 let values = ipa::parse_id_resp(&body)

@@ -182,6 +182,20 @@ fn unknown_extension_additions_are_skipped() {
 }
 
 #[test]
+fn lenient_path_takes_padded_long_form_lengths() {
+    // createMappingRes with an extension addition (so rasn refuses it) whose
+    // SEQUENCE length is written as 0x88 followed by eight octets.
+    let mut res = vec![0xa5, 0x88, 0, 0, 0, 0, 0, 0, 0, 6];
+    res.extend(cat(&[&tlv(&[0x0a], &[0]), &tlv(&[0x85], &[1])]));
+    let (pdu, notes) = known(&pdu_with(&res));
+    assert_eq!(pdu, RsproPdu::create_mapping_res(ResultCode::Ok));
+    assert_eq!(notes, vec![Note::SkippedExtensions(1)]);
+    // More than four significant length octets is refused, not misread.
+    let huge = vec![0xa5, 0x85, 1, 0, 0, 0, 0];
+    assert!(rspro::decode(&pdu_with(&huge)).is_err());
+}
+
+#[test]
 fn unknown_message_alternatives_are_surfaced() {
     let (alt21, alt40) = (tlv(&[0xb5], &[]), tlv(&[0xbf, 0x28], &tlv(&[0x02], &[1])));
     for (raw, number) in [(alt21, 21), (alt40, 40)] {

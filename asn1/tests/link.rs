@@ -142,6 +142,15 @@ async fn client_role_answers_id_get_like_the_c_client() {
         ]
     );
     assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::IdAck)));
+    // A tag the C client cannot answer (IPADDR): no ID_RESP, no ID_ACK.
+    peer.send(Frame::Ccm(rspro::ipa::build_id_get(&[8, 6])))
+        .await;
+    peer.send(Frame::Ccm(Ccm::Ping)).await;
+    assert_eq!(
+        peer.recv().await,
+        Some(Frame::Ccm(Ccm::Pong)),
+        "nothing before the PONG"
+    );
     served.abort();
 }
 

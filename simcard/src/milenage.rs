@@ -89,7 +89,10 @@ impl Milenage {
 
     /// OUT_n = E_K(rot(TEMP ⊕ OPc, r) ⊕ c) ⊕ OPc, for n = 2..5.
     fn out(&self, temp: &[u8; 16], r: usize, c: &[u8; 16]) -> [u8; 16] {
-        xor(&self.encrypt(&xor(&rot(&xor(temp, &self.opc), r), c)), &self.opc)
+        xor(
+            &self.encrypt(&xor(&rot(&xor(temp, &self.opc), r), c)),
+            &self.opc,
+        )
     }
 
     /// OUT1, whose halves are MAC-A (f1) and MAC-S (f1*).
