@@ -24,8 +24,7 @@ pub const FID_ADF_USIM: u16 = 0x7FF0;
 
 /// The USIM application identifier (RID A000000087, application 1002).
 pub const USIM_AID: [u8; 16] = [
-    0xA0, 0x00, 0x00, 0x00, 0x87, 0x10, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x89, 0x07, 0x09, 0x00,
-    0x00,
+    0xA0, 0x00, 0x00, 0x00, 0x87, 0x10, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x89, 0x07, 0x09, 0x00, 0x00,
 ];
 
 /// Who may read or update a file.
@@ -74,7 +73,9 @@ impl Ef {
 #[derive(Debug, Clone)]
 pub enum Kind {
     /// MF, DF or ADF (with its AID).
-    Df { aid: Option<Vec<u8>> },
+    Df {
+        aid: Option<Vec<u8>>,
+    },
     Ef(Ef),
 }
 
@@ -191,29 +192,72 @@ impl FileSystem {
         let adn = LinearFixed { record_len: 0x20 };
         let sms = LinearFixed { record_len: 176 };
 
-        fs.add(MF, FID_ICCID, ef(Transparent, swapped_bcd(&p.iccid, 10), Always, Adm));
-        fs.add(MF, FID_DIR, ef(LinearFixed { record_len: 0x20 }, dir_record(), Always, Adm));
+        fs.add(
+            MF,
+            FID_ICCID,
+            ef(Transparent, swapped_bcd(&p.iccid, 10), Always, Adm),
+        );
+        fs.add(
+            MF,
+            FID_DIR,
+            ef(LinearFixed { record_len: 0x20 }, dir_record(), Always, Adm),
+        );
 
         let telecom = fs.add(MF, FID_TELECOM, Kind::Df { aid: None });
-        fs.add(telecom, FID_ADN, ef(adn, records(10, 0x20, |_| vec![]), Pin1, Pin1));
-        fs.add(telecom, FID_SMS, ef(sms, records(10, 176, |_| vec![0x00]), Pin1, Pin1));
+        fs.add(
+            telecom,
+            FID_ADN,
+            ef(adn, records(10, 0x20, |_| vec![]), Pin1, Pin1),
+        );
+        fs.add(
+            telecom,
+            FID_SMS,
+            ef(sms, records(10, 176, |_| vec![0x00]), Pin1, Pin1),
+        );
 
         let gsm = fs.add(MF, FID_GSM, Kind::Df { aid: None });
         fs.add(gsm, FID_IMSI, ef(Transparent, imsi.clone(), Pin1, Adm));
         fs.add(gsm, FID_AD, ef(Transparent, ad.clone(), Always, Adm));
         fs.add(gsm, FID_SPN, ef(Transparent, spn.clone(), Always, Adm));
-        fs.add(gsm, FID_ACC, ef(Transparent, access_class(&p.imsi), Pin1, Adm));
+        fs.add(
+            gsm,
+            FID_ACC,
+            ef(Transparent, access_class(&p.imsi), Pin1, Adm),
+        );
         fs.add(gsm, FID_LOCI, ef(Transparent, loci.clone(), Pin1, Pin1));
 
-        let usim = fs.add(MF, FID_ADF_USIM, Kind::Df { aid: Some(USIM_AID.to_vec()) });
+        let usim = fs.add(
+            MF,
+            FID_ADF_USIM,
+            Kind::Df {
+                aid: Some(USIM_AID.to_vec()),
+            },
+        );
         fs.add(usim, FID_IMSI, ef(Transparent, imsi, Pin1, Adm));
         fs.add(usim, FID_AD, ef(Transparent, ad, Always, Adm));
         fs.add(usim, FID_SPN, ef(Transparent, spn, Always, Adm));
         // Services: local phone book, SMS, ... (a modest, plausible table).
-        fs.add(usim, FID_UST, ef(Transparent, vec![0x0A, 0x2E, 0x00, 0x0C, 0x00, 0x00], Pin1, Adm));
-        fs.add(usim, FID_ACC, ef(Transparent, access_class(&p.imsi), Pin1, Adm));
+        fs.add(
+            usim,
+            FID_UST,
+            ef(
+                Transparent,
+                vec![0x0A, 0x2E, 0x00, 0x0C, 0x00, 0x00],
+                Pin1,
+                Adm,
+            ),
+        );
+        fs.add(
+            usim,
+            FID_ACC,
+            ef(Transparent, access_class(&p.imsi), Pin1, Adm),
+        );
         fs.add(usim, FID_LOCI, ef(Transparent, loci, Pin1, Pin1));
-        fs.add(usim, FID_SMS, ef(sms, records(10, 176, |_| vec![0x00]), Pin1, Pin1));
+        fs.add(
+            usim,
+            FID_SMS,
+            ef(sms, records(10, 176, |_| vec![0x00]), Pin1, Pin1),
+        );
         fs
     }
 

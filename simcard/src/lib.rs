@@ -7,4 +7,12 @@
 //! * [`card`]: the card itself, a sans-I/O APDU processor with T=0 semantics;
 //! * [`vpcd`]: the vsmartcard vpcd protocol, to appear in a real pcscd reader.
 
+pub mod card;
+mod fcp;
+pub mod fs;
 pub mod milenage;
+pub mod pin;
+pub mod profile;
+
+pub use card::SimCard;
+pub use profile::CardProfile;

@@ -11,7 +11,9 @@ pub const PUK_TRIES: u8 = 10;
 pub enum PinResult {
     Ok,
     /// Wrong value; this many tries are left.
-    Wrong { tries_left: u8 },
+    Wrong {
+        tries_left: u8,
+    },
     /// No tries left.
     Blocked,
     /// The operation contradicts the PIN's state (disable when disabled, ...).

@@ -12,7 +12,10 @@ use crate::milenage::Milenage;
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("{field}: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
     #[error("{path}: {source}")]
     Read {
         path: String,
@@ -115,7 +118,10 @@ fn digits(field: &'static str, value: &str, min: usize, max: usize) -> Result<()
     if value.len() < min || value.len() > max {
         return Err(invalid(
             field,
-            format!("{value:?} has {} digits, expected {min} to {max}", value.len()),
+            format!(
+                "{value:?} has {} digits, expected {min} to {max}",
+                value.len()
+            ),
         ));
     }
     Ok(())
@@ -150,10 +156,16 @@ impl CardProfile {
         digits("puk1", &self.puk1, 8, 8)?;
         digits("puk2", &self.puk2, 8, 8)?;
         if self.spn.len() > 16 {
-            return Err(invalid("spn", format!("{:?} is longer than 16 bytes", self.spn)));
+            return Err(invalid(
+                "spn",
+                format!("{:?} is longer than 16 bytes", self.spn),
+            ));
         }
         if !matches!(self.mnc_len, 2 | 3) {
-            return Err(invalid("mnc_len", format!("{} is not 2 or 3", self.mnc_len)));
+            return Err(invalid(
+                "mnc_len",
+                format!("{} is not 2 or 3", self.mnc_len),
+            ));
         }
         if self.sqn >= 1 << 48 {
             return Err(invalid("sqn", "does not fit 48 bits"));
