@@ -272,7 +272,7 @@ impl SimCard {
     }
 
     fn path(&self, from: NodeId, path: &[u8]) -> Option<NodeId> {
-        if path.len() % 2 != 0 {
+        if !path.len().is_multiple_of(2) {
             return None;
         }
         let mut id = from;

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod milenage;
 pub mod pin;
 pub mod profile;
+pub mod vpcd;
 
 pub use card::SimCard;
 pub use profile::CardProfile;
