@@ -65,6 +65,25 @@ impl Keepalive {
         }
     }
 
+    /// Wants a PONG within `timeout`, sooner than the schedule would (to
+    /// find out at once whether the peer is still there). Returns whether a
+    /// PING must be sent now.
+    pub fn probe(&mut self, now: Instant, timeout: Duration) -> bool {
+        let deadline = now + timeout;
+        match self.state {
+            State::AwaitingPong { deadline: due } => {
+                self.state = State::AwaitingPong {
+                    deadline: due.min(deadline),
+                };
+                false
+            }
+            State::Idle { .. } => {
+                self.state = State::AwaitingPong { deadline };
+                true
+            }
+        }
+    }
+
     /// When `on_deadline` must next be called.
     pub fn deadline(&self) -> Instant {
         match self.state {
@@ -121,6 +140,22 @@ mod tests {
         assert_eq!(ka.on_deadline(t0 + Duration::from_millis(9_999)), None);
         assert_eq!(
             ka.on_deadline(t0 + Duration::from_secs(10)),
+            Some(KeepaliveAction::PeerDead)
+        );
+    }
+
+    #[test]
+    fn probe_asks_for_a_pong_sooner() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::start(cfg(), t0);
+        ka.on_pong(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(ka.probe(t1, Duration::from_secs(2)), "a PING goes out");
+        assert_eq!(ka.deadline(), t1 + Duration::from_secs(2));
+        assert!(!ka.probe(t1, Duration::from_secs(5)), "already waiting");
+        assert_eq!(ka.deadline(), t1 + Duration::from_secs(2), "never later");
+        assert_eq!(
+            ka.on_deadline(t1 + Duration::from_secs(2)),
             Some(KeepaliveAction::PeerDead)
         );
     }

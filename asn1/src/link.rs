@@ -167,6 +167,27 @@ impl Connection {
         self.peer
     }
 
+    /// Checks quickly whether the peer is alive: a PING that must be
+    /// answered within `timeout`, or `recv` fails with `KeepaliveTimeout`.
+    pub fn probe(&mut self, timeout: Duration) -> Result<(), LinkError> {
+        let now = Instant::now();
+        let send_ping = match self.keepalive.as_mut() {
+            Some(ka) => ka.probe(now, timeout),
+            None => {
+                let config = KeepaliveConfig {
+                    timeout,
+                    ..KeepaliveConfig::default()
+                };
+                self.keepalive = Some(Keepalive::start(config, now));
+                true
+            }
+        };
+        if send_ping {
+            self.queue(Ccm::Ping)?;
+        }
+        Ok(())
+    }
+
     /// Encodes and sends one PDU.
     pub async fn send(&mut self, pdu: &RsproPdu) -> Result<(), LinkError> {
         let frame = Frame::rspro(pdu)?;

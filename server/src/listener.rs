@@ -1,0 +1,113 @@
+//! The RSPRO control port: accepts bankds and clients and runs one task per
+//! connection that moves PDUs between the socket and the service task.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rspro::keepalive::KeepaliveConfig;
+use rspro::link::{Connection, ConnectionConfig, LinkError};
+use rspro::{Decoded, Pdu};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::engine::ConnId;
+use crate::service::{ConnCommand, Request};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    service: mpsc::UnboundedSender<Request>,
+    keepalive: KeepaliveConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let service = service.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(connection(stream, service, keepalive, shutdown));
+                }
+                Err(e) => warn!(error = %e, "accept failed"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn log_notes(conn: ConnId, decoded: &Decoded) {
+    for note in &decoded.notes {
+        debug!(conn, %note, "tolerated in PDU");
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    service: mpsc::UnboundedSender<Request>,
+    keepalive: KeepaliveConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let config = ConnectionConfig::server().with_keepalive(Some(keepalive));
+    let mut conn = match Connection::new(stream, config).await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(error = %e, "connection setup failed");
+            return;
+        }
+    };
+    let peer = conn.peer_addr();
+    debug!(conn = conn_id, %peer, "accepted");
+    let (commands, mut inbox) = mpsc::unbounded_channel();
+    if service
+        .send(Request::Accepted {
+            conn: conn_id,
+            peer,
+            commands,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let end: Result<(), LinkError> = loop {
+        tokio::select! {
+            received = conn.recv() => match received {
+                Ok(decoded) => {
+                    log_notes(conn_id, &decoded);
+                    match decoded.pdu {
+                        Pdu::Known(pdu) => {
+                            if service.send(Request::Pdu { conn: conn_id, pdu }).is_err() {
+                                break Ok(());
+                            }
+                        }
+                        Pdu::UnknownMsg { alternative, .. } => {
+                            info!(conn = conn_id, alternative, "unknown RSPRO message ignored");
+                        }
+                    }
+                }
+                Err(e) => break Err(e),
+            },
+            command = inbox.recv() => match command {
+                Some(ConnCommand::Send(pdu)) => {
+                    if let Err(e) = conn.send(&pdu).await {
+                        break Err(e);
+                    }
+                }
+                Some(ConnCommand::Probe(timeout)) => {
+                    if let Err(e) = conn.probe(timeout) {
+                        break Err(e);
+                    }
+                }
+                Some(ConnCommand::Close) | None => break Ok(()),
+            },
+            _ = shutdown.changed() => break Ok(()),
+        }
+    };
+    match end {
+        Ok(()) | Err(LinkError::Closed) => debug!(conn = conn_id, %peer, "closed"),
+        Err(e) => info!(conn = conn_id, %peer, error = %e, "connection ended"),
+    }
+    let _ = service.send(Request::Closed { conn: conn_id });
+}

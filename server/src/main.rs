@@ -1,0 +1,225 @@
+//! `remsim-server`: the remsim control plane. RSPRO control connections from
+//! bankds and clients (TCP 9998), slot maps kept in SQLite, and the
+//! `remsim.v1` gRPC management API with reflection and health (TCP 9997).
+
+mod engine;
+mod grpc;
+mod listener;
+mod service;
+mod store;
+mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use remsim_api::v1::remsim_service_server::RemsimServiceServer;
+use rspro::keepalive::KeepaliveConfig;
+use rspro::{ComponentType, Identity};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DbSync {
+    /// Commits survive a crash of the process.
+    Normal,
+    /// Commits also survive a power loss (an fsync per commit).
+    Full,
+}
+
+/// Parses "30", "30s", "500ms" or "2m".
+fn duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((t, "s"), |i| t.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[derive(Parser)]
+#[command(
+    name = "remsim-server",
+    version,
+    about = "remsim control plane: RSPRO server, slot maps, gRPC API"
+)]
+struct Args {
+    /// Address for RSPRO control connections from bankds and clients.
+    #[arg(long, env = "REMSIM_RSPRO_LISTEN", default_value = "0.0.0.0:9998")]
+    rspro_listen: SocketAddr,
+    /// Address for the management API (gRPC, HTTP/2).
+    #[arg(long, env = "REMSIM_API_LISTEN", default_value = "0.0.0.0:9997")]
+    api_listen: SocketAddr,
+    /// SQLite database; created with its schema when missing.
+    #[arg(long, env = "REMSIM_DB", default_value = "remsim.db")]
+    db: PathBuf,
+    /// Durability of database commits.
+    #[arg(long, env = "REMSIM_DB_SYNC", value_enum, default_value = "normal")]
+    db_sync: DbSync,
+    /// Idle time after a PONG before the next PING.
+    #[arg(long, env = "REMSIM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    keepalive_interval: Duration,
+    /// How long a peer has to answer a PING.
+    #[arg(long, env = "REMSIM_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    keepalive_timeout: Duration,
+    /// How long the holder of a bank or client identity has to answer a PING
+    /// when a second connection claims the same identity.
+    #[arg(long, env = "REMSIM_PROBE_TIMEOUT", default_value = "2s", value_parser = duration)]
+    probe_timeout: Duration,
+    /// Clear each bankd's maps with ResetStateReq when it connects, before
+    /// pushing this server's (also drops its clients for a moment).
+    #[arg(long, env = "REMSIM_RESET_BANKS_ON_CONNECT")]
+    reset_banks_on_connect: bool,
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, env = "REMSIM_LOG", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "REMSIM_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Our RSPRO identity: the host name, as the C server sends.
+fn identity() -> Identity {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut name: String = host
+        .trim()
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(32)
+        .collect();
+    if name.is_empty() {
+        name = "remsim-server".into();
+    }
+    Identity::new(
+        ComponentType::RemsimServer,
+        name,
+        "remsim-server",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_new(&args.log_level).context("--log-level")?;
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+
+    let store = store::Store::open(&args.db, matches!(args.db_sync, DbSync::Full)).await?;
+    let loaded = store.load().await?;
+    info!(db = %args.db.display(), maps = loaded.maps.len(), removals = loaded.removals.len(), "database open");
+    let mut engine = engine::Engine::new(
+        identity(),
+        args.probe_timeout + Duration::from_millis(500),
+        args.reset_banks_on_connect,
+    );
+    engine.load(loaded.maps, loaded.removals, loaded.banks);
+
+    let rspro = TcpListener::bind(args.rspro_listen)
+        .await
+        .with_context(|| format!("binding RSPRO port {}", args.rspro_listen))?;
+    let api_listener = TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding API port {}", args.api_listen))?;
+    info!(rspro = %args.rspro_listen, api = %args.api_listen, "listening");
+
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let service = service::Service::new(engine, store, &inbox_tx, args.probe_timeout);
+    let service_task = tokio::spawn(service.run(inbox_rx));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let keepalive = KeepaliveConfig {
+        interval: args.keepalive_interval,
+        timeout: args.keepalive_timeout,
+    };
+    let listener_task = tokio::spawn(listener::serve(
+        rspro,
+        inbox_tx.clone(),
+        keepalive,
+        shutdown_rx.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RemsimServiceServer<grpc::Api>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(remsim_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(remsim_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("reflection v1alpha")?;
+    let api = RemsimServiceServer::new(grpc::Api::new(inbox_tx.clone()));
+    drop(inbox_tx);
+
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .add_service(api)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), async move {
+            let _ = grpc_shutdown.changed().await;
+        });
+    let grpc_task = tokio::spawn(grpc);
+
+    shutdown_signal().await?;
+    info!("shutting down");
+    health
+        .set_not_serving::<RemsimServiceServer<grpc::Api>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let _ = shutdown_tx.send(true);
+    let bound = Duration::from_secs(5);
+    let finished = tokio::time::timeout(bound, async {
+        let _ = listener_task.await;
+        let _ = grpc_task.await;
+        let _ = service_task.await;
+    })
+    .await;
+    if finished.is_err() {
+        warn!(?bound, "shutdown took too long; exiting anyway");
+    }
+    Ok(())
+}

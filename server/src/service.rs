@@ -1,0 +1,358 @@
+//! The one task that owns the control plane's state: it feeds the engine
+//! with connection events, timers and API requests, commits store writes
+//! (API writes before they are acknowledged), and carries out the engine's
+//! actions. Connections and the gRPC service talk to it through its inbox.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use remsim_api::v1 as pb;
+use rspro::{BankSlot, ClientSlot, RsproPdu};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::error;
+
+use crate::engine::{Action, ApiError, Change, ConnId, Engine, MapKey, StoreOp, Timer};
+use crate::store::Store;
+use crate::views;
+
+/// What a connection task is told to do.
+#[derive(Debug)]
+pub enum ConnCommand {
+    Send(RsproPdu),
+    Close,
+    /// Check the peer is alive with a PING due within this time.
+    Probe(Duration),
+}
+
+/// Why an API request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+
+pub enum Request {
+    Accepted {
+        conn: ConnId,
+        peer: SocketAddr,
+        commands: mpsc::UnboundedSender<ConnCommand>,
+    },
+    Pdu {
+        conn: ConnId,
+        pdu: RsproPdu,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Timer {
+        conn: ConnId,
+        timer: Timer,
+    },
+    ListBanks(Reply<Vec<pb::Bank>>),
+    GetBank(u32, Reply<pb::Bank>),
+    ListClients(Reply<Vec<pb::Client>>),
+    GetClient(ClientSlot, Reply<pb::Client>),
+    ListSlotmaps(Reply<Vec<pb::Slotmap>>),
+    GetSlotmap(MapKey, Reply<pb::Slotmap>),
+    CreateSlotmap(BankSlot, ClientSlot, Reply<pb::Slotmap>),
+    DeleteSlotmap(MapKey, Reply<pb::Slotmap>),
+    ResetAll(Reply<u32>),
+    SetBankEndpoint(u32, Option<SocketAddr>, Reply<pb::Bank>),
+    /// A snapshot (when asked for) and the live events after it.
+    Watch(
+        bool,
+        Reply<(Vec<pb::Event>, broadcast::Receiver<pb::Event>)>,
+    ),
+}
+
+/// How many events a slow watcher may fall behind before it loses some.
+const WATCH_BUFFER: usize = 4096;
+
+pub struct Service {
+    engine: Engine,
+    store: Store,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<ConnCommand>>,
+    inbox: mpsc::WeakUnboundedSender<Request>,
+    events: broadcast::Sender<pb::Event>,
+    probe_timeout: Duration,
+}
+
+fn event(e: pb::event::Event) -> pb::Event {
+    pb::Event { event: Some(e) }
+}
+
+impl Service {
+    pub fn new(
+        engine: Engine,
+        store: Store,
+        inbox: &mpsc::UnboundedSender<Request>,
+        probe_timeout: Duration,
+    ) -> Self {
+        Service {
+            engine,
+            store,
+            conns: HashMap::new(),
+            inbox: inbox.downgrade(),
+            events: broadcast::channel(WATCH_BUFFER).0,
+            probe_timeout,
+        }
+    }
+
+    /// Runs until every sender of the inbox is gone.
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Request>) {
+        while let Some(request) = inbox.recv().await {
+            self.handle(request).await;
+        }
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Accepted {
+                conn,
+                peer,
+                commands,
+            } => {
+                self.conns.insert(conn, commands);
+                let actions = self.engine.on_accept(conn, peer);
+                self.perform(actions).await;
+            }
+            Request::Pdu { conn, pdu } => {
+                let actions = self.engine.on_pdu(conn, pdu);
+                self.perform(actions).await;
+            }
+            Request::Closed { conn } => {
+                self.conns.remove(&conn);
+                let actions = self.engine.on_close(conn);
+                self.perform(actions).await;
+            }
+            Request::Timer { conn, timer } => {
+                let actions = self.engine.on_timer(conn, timer);
+                self.perform(actions).await;
+            }
+            Request::ListBanks(reply) => {
+                let banks = self
+                    .engine
+                    .bank_ids()
+                    .into_iter()
+                    .map(|id| views::bank(&self.engine, id))
+                    .collect();
+                let _ = reply.send(Ok(banks));
+            }
+            Request::GetBank(bank_id, reply) => {
+                let result = if self.engine.bank_known(bank_id) {
+                    Ok(views::bank(&self.engine, bank_id))
+                } else {
+                    Err(ApiError::NotFound(format!(
+                        "bank {bank_id} is not known (never connected, no slot maps)"
+                    ))
+                    .into())
+                };
+                let _ = reply.send(result);
+            }
+            Request::ListClients(reply) => {
+                let clients = self
+                    .engine
+                    .clients()
+                    .map(|(slot, _)| views::client(&self.engine, *slot))
+                    .collect();
+                let _ = reply.send(Ok(clients));
+            }
+            Request::GetClient(slot, reply) => {
+                let result = match self.engine.client(slot) {
+                    Some(_) => Ok(views::client(&self.engine, slot)),
+                    None => {
+                        Err(ApiError::NotFound(format!("client {slot} is not connected")).into())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Request::ListSlotmaps(reply) => {
+                let maps = self.engine.slotmaps().map(views::slotmap).collect();
+                let _ = reply.send(Ok(maps));
+            }
+            Request::GetSlotmap(key, reply) => {
+                let result = self
+                    .engine
+                    .check_delete(key)
+                    .map(|m| views::slotmap(&m))
+                    .map_err(ServiceError::from);
+                let _ = reply.send(result);
+            }
+            Request::CreateSlotmap(bank, client, reply) => {
+                let result = self.create(bank, client).await;
+                let _ = reply.send(result);
+            }
+            Request::DeleteSlotmap(key, reply) => {
+                let result = self.delete(key).await;
+                let _ = reply.send(result);
+            }
+            Request::ResetAll(reply) => {
+                let result = self.reset_all().await;
+                let _ = reply.send(result);
+            }
+            Request::SetBankEndpoint(bank_id, endpoint, reply) => {
+                let result = self.set_endpoint(bank_id, endpoint).await;
+                let _ = reply.send(result);
+            }
+            Request::Watch(snapshot, reply) => {
+                // Subscribed before the snapshot is taken: nothing falls between.
+                let receiver = self.events.subscribe();
+                let events = if snapshot {
+                    self.snapshot()
+                } else {
+                    Vec::new()
+                };
+                let _ = reply.send(Ok((events, receiver)));
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<pb::Event> {
+        use pb::event::Event as E;
+        let mut out: Vec<pb::Event> = self
+            .engine
+            .bank_ids()
+            .into_iter()
+            .map(|id| event(E::Bank(views::bank(&self.engine, id))))
+            .collect();
+        out.extend(
+            self.engine
+                .clients()
+                .map(|(slot, _)| event(E::Client(views::client(&self.engine, *slot)))),
+        );
+        out.extend(
+            self.engine
+                .slotmaps()
+                .map(|m| event(E::Slotmap(views::slotmap(m)))),
+        );
+        out.push(event(E::SnapshotEnd(pb::SnapshotEnd {})));
+        out
+    }
+
+    async fn commit(&self, ops: &[StoreOp]) -> Result<(), ServiceError> {
+        self.store.apply(ops).await.map_err(|e| {
+            error!(error = %e, "store write failed");
+            ServiceError::Store(e.to_string())
+        })
+    }
+
+    async fn create(
+        &mut self,
+        bank: BankSlot,
+        client: ClientSlot,
+    ) -> Result<pb::Slotmap, ServiceError> {
+        self.engine.check_create(bank, client)?;
+        self.commit(&[StoreOp::InsertMap { bank, client }]).await?;
+        let actions = self.engine.create(bank, client);
+        self.perform(actions).await;
+        let map = self
+            .engine
+            .slotmap(MapKey::Bank(bank))
+            .map(views::slotmap)
+            .ok_or_else(|| ServiceError::Store("map vanished after create".into()))?;
+        Ok(map)
+    }
+
+    async fn delete(&mut self, key: MapKey) -> Result<pb::Slotmap, ServiceError> {
+        let map = self.engine.check_delete(key)?;
+        self.commit(&[StoreOp::DeleteMap {
+            bank: map.bank,
+            client: map.client,
+        }])
+        .await?;
+        let actions = self.engine.delete(map.bank);
+        self.perform(actions).await;
+        Ok(views::slotmap(&map))
+    }
+
+    async fn reset_all(&mut self) -> Result<u32, ServiceError> {
+        let maps: Vec<_> = self.engine.slotmaps().cloned().collect();
+        let ops: Vec<StoreOp> = maps
+            .iter()
+            .map(|m| StoreOp::DeleteMap {
+                bank: m.bank,
+                client: m.client,
+            })
+            .collect();
+        self.commit(&ops).await?;
+        for m in &maps {
+            let actions = self.engine.delete(m.bank);
+            self.perform(actions).await;
+        }
+        Ok(maps.len() as u32)
+    }
+
+    async fn set_endpoint(
+        &mut self,
+        bank_id: u32,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<pb::Bank, ServiceError> {
+        self.engine.check_endpoint(bank_id)?;
+        if let Some(e) = endpoint
+            && !Engine::endpoint_ok(&e)
+        {
+            return Err(ApiError::InvalidArgument(format!(
+                "{e} cannot be reached by clients: give a unicast address and a port other than 0"
+            ))
+            .into());
+        }
+        self.commit(&[StoreOp::SetEndpoint { bank_id, endpoint }])
+            .await?;
+        let actions = self.engine.set_endpoint(bank_id, endpoint);
+        self.perform(actions).await;
+        Ok(views::bank(&self.engine, bank_id))
+    }
+
+    async fn perform(&mut self, actions: Vec<Action>) {
+        let mut store_ops = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send(conn, pdu) => self.tell(conn, ConnCommand::Send(pdu)),
+                Action::Close(conn) => {
+                    self.tell(conn, ConnCommand::Close);
+                }
+                Action::Probe(conn) => self.tell(conn, ConnCommand::Probe(self.probe_timeout)),
+                Action::StartTimer(conn, after, timer) => {
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        if let Some(inbox) = inbox.upgrade() {
+                            let _ = inbox.send(Request::Timer { conn, timer });
+                        }
+                    });
+                }
+                Action::Store(op) => store_ops.push(op),
+                Action::Notify(change) => self.notify(change),
+            }
+        }
+        if !store_ops.is_empty() {
+            // RSPRO-driven bookkeeping: a failure is logged, state goes on.
+            let _ = self.commit(&store_ops).await;
+        }
+    }
+
+    fn tell(&self, conn: ConnId, command: ConnCommand) {
+        if let Some(tx) = self.conns.get(&conn) {
+            let _ = tx.send(command);
+        }
+    }
+
+    fn notify(&self, change: Change) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        use pb::event::Event as E;
+        let e = match change {
+            Change::Bank(id) => E::Bank(views::bank(&self.engine, id)),
+            Change::Client(slot) => E::Client(views::client(&self.engine, slot)),
+            Change::Slotmap(m) => E::Slotmap(views::slotmap(&m)),
+            Change::SlotmapRemoved(m) => E::SlotmapRemoved(views::slotmap(&m)),
+        };
+        let _ = self.events.send(event(e));
+    }
+}
