@@ -207,7 +207,7 @@ enum Conn {
     /// Same identity as a live connection, whose holder is being probed.
     Waiting {
         peer: SocketAddr,
-        identity: Identity,
+        identity: Box<Identity>,
         pending: Pending,
     },
     Bank(u32),
@@ -453,7 +453,7 @@ impl Engine {
                 peer,
                 identity,
                 pending,
-            } if matches(pending) => Some((*id, *peer, identity.clone(), pending.clone())),
+            } if matches(pending) => Some((*id, *peer, (**identity).clone(), pending.clone())),
             _ => None,
         });
         if let Some((conn, peer, identity, pending)) = waiting {
@@ -537,7 +537,7 @@ impl Engine {
                     conn,
                     Conn::Waiting {
                         peer,
-                        identity,
+                        identity: Box::new(identity),
                         pending,
                     },
                 );
@@ -977,5 +977,106 @@ impl Engine {
         !addr.ip().is_unspecified()
             && addr.port() != 0
             && !matches!(addr.ip(), IpAddr::V4(v4) if v4.is_broadcast())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        let id = Identity::new(ComponentType::RemsimServer, "srv", "remsim-server", "test");
+        Engine::new(id, Duration::from_millis(500), false)
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:40000".parse().expect("addr")
+    }
+
+    fn bank_req(bank_id: u32) -> RsproPdu {
+        let id = Identity::new(ComponentType::RemsimBankd, "b", "remsim-bankd", "test");
+        RsproPdu::connect_bank_req(id, bank_id, 8)
+    }
+
+    fn sent(actions: &[Action]) -> Vec<&'static str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(_, p) => Some(p.msg.asn_name()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identify_timer_closes_only_unidentified_connections() {
+        let mut e = engine();
+        assert_eq!(
+            e.on_accept(1, peer()),
+            vec![Action::StartTimer(1, IDENTIFY_TIMEOUT, Timer::Identify)]
+        );
+        assert_eq!(e.on_timer(1, Timer::Identify), vec![Action::Close(1)]);
+        e.on_accept(2, peer());
+        e.on_pdu(2, bank_req(1));
+        assert!(e.on_timer(2, Timer::Identify).is_empty());
+    }
+
+    #[test]
+    fn unsolicited_and_mismatched_responses_are_ignored() {
+        let mut e = engine();
+        e.on_accept(1, peer());
+        e.on_pdu(1, bank_req(1));
+        assert!(
+            e.on_pdu(1, RsproPdu::create_mapping_res(ResultCode::Ok))
+                .is_empty()
+        );
+        e.check_create(BankSlot::new(1, 0), ClientSlot::new(2, 0))
+            .expect("valid");
+        assert_eq!(
+            sent(&e.create(BankSlot::new(1, 0), ClientSlot::new(2, 0))),
+            vec!["createMappingReq"]
+        );
+        // A RemoveMappingRes while a create is owed does not consume it.
+        assert!(
+            e.on_pdu(1, RsproPdu::remove_mapping_res(ResultCode::Ok))
+                .is_empty()
+        );
+        e.on_pdu(1, RsproPdu::create_mapping_res(ResultCode::Ok));
+        let map = e.slotmap(MapKey::Bank(BankSlot::new(1, 0))).expect("map");
+        assert_eq!(map.state, MapState::Active);
+    }
+
+    #[test]
+    fn live_holder_wins_after_the_probe() {
+        let mut e = engine();
+        e.on_accept(1, peer());
+        e.on_pdu(1, bank_req(3));
+        e.on_accept(2, peer());
+        let actions = e.on_pdu(2, bank_req(3));
+        assert!(actions.contains(&Action::Probe(1)), "{actions:?}");
+        assert!(sent(&actions).is_empty(), "no answer before the verdict");
+        let verdict = e.on_timer(2, Timer::ProbeVerdict);
+        assert_eq!(sent(&verdict), vec!["connectBankRes"]);
+        let Some(Action::Send(_, res)) = verdict.first() else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(res.msg.result(), Some(ResultCode::IdentityInUse));
+        assert_eq!(e.on_timer(2, Timer::RejectClose), vec![Action::Close(2)]);
+    }
+
+    #[test]
+    fn dead_holder_lets_the_newcomer_in() {
+        let mut e = engine();
+        e.on_accept(1, peer());
+        e.on_pdu(1, bank_req(3));
+        e.on_accept(2, peer());
+        e.on_pdu(2, bank_req(3));
+        let actions = e.on_close(1);
+        assert!(sent(&actions).contains(&"connectBankRes"), "{actions:?}");
+        assert!(e.on_timer(2, Timer::ProbeVerdict).is_empty());
+        assert_eq!(
+            e.bank(3).and_then(|b| b.live.as_ref()).map(|l| l.conn),
+            Some(2)
+        );
     }
 }

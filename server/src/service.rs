@@ -19,7 +19,7 @@ use crate::views;
 /// What a connection task is told to do.
 #[derive(Debug)]
 pub enum ConnCommand {
-    Send(RsproPdu),
+    Send(Box<RsproPdu>),
     Close,
     /// Check the peer is alive with a PING due within this time.
     Probe(Duration),
@@ -312,7 +312,7 @@ impl Service {
         let mut store_ops = Vec::new();
         for action in actions {
             match action {
-                Action::Send(conn, pdu) => self.tell(conn, ConnCommand::Send(pdu)),
+                Action::Send(conn, pdu) => self.tell(conn, ConnCommand::Send(Box::new(pdu))),
                 Action::Close(conn) => {
                     self.tell(conn, ConnCommand::Close);
                 }
