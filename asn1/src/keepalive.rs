@@ -84,6 +84,11 @@ impl Keepalive {
         }
     }
 
+    /// Whether a PING is out and its PONG has not come yet.
+    pub fn awaiting_pong(&self) -> bool {
+        matches!(self.state, State::AwaitingPong { .. })
+    }
+
     /// When `on_deadline` must next be called.
     pub fn deadline(&self) -> Instant {
         match self.state {

@@ -188,6 +188,13 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether a PING is out and its PONG has not come yet.
+    pub fn awaiting_pong(&self) -> bool {
+        self.keepalive
+            .as_ref()
+            .is_some_and(Keepalive::awaiting_pong)
+    }
+
     /// Encodes and sends one PDU.
     pub async fn send(&mut self, pdu: &RsproPdu) -> Result<(), LinkError> {
         let frame = Frame::rspro(pdu)?;

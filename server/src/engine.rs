@@ -80,7 +80,8 @@ pub enum Timer {
     Identify,
     /// Rejected connection: close now.
     RejectClose,
-    /// The probe of a duplicate identity's holder is over: decide.
+    /// No probe result came for a waiting newcomer: refuse it (a safety net;
+    /// the holder's connection normally reports alive or closes first).
     ProbeVerdict,
 }
 
@@ -209,6 +210,7 @@ enum Conn {
         peer: SocketAddr,
         identity: Box<Identity>,
         pending: Pending,
+        holder: ConnId,
     },
     Bank(u32),
     Client(ClientSlot),
@@ -247,8 +249,8 @@ fn check_client_slot(c: ClientSlot) -> Result<(), ApiError> {
 }
 
 impl Engine {
-    /// `probe_window`: how long a live connection has to answer a PING when
-    /// a newcomer claims its identity. `reset_on_connect`: clear every
+    /// `probe_window`: how long a newcomer waits for the verdict on the
+    /// holder of its identity at most. `reset_on_connect`: clear every
     /// bankd's maps with ResetStateReq when it connects, before pushing ours
     /// (removes maps this server never knew of, at the cost of dropping the
     /// bankd's clients for a moment; off, as the C server).
@@ -369,7 +371,6 @@ impl Engine {
             }
             (Timer::RejectClose, Some(Conn::Rejected)) => out.push(Action::Close(conn)),
             (Timer::ProbeVerdict, Some(Conn::Waiting { .. })) => {
-                // The holder answered the PING: the newcomer is the duplicate.
                 if let Some(Conn::Waiting { pending, .. }) = self.conns.get(&conn).cloned() {
                     self.reject(conn, &pending, ResultCode::IdentityInUse, &mut out);
                 }
@@ -422,6 +423,26 @@ impl Engine {
         out
     }
 
+    /// The holder of an identity answered its probe: whoever waits for that
+    /// identity is the duplicate.
+    pub fn on_probe_alive(&mut self, holder: ConnId) -> Vec<Action> {
+        let mut out = Vec::new();
+        let waiting: Vec<(ConnId, Pending)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| match c {
+                Conn::Waiting {
+                    holder: h, pending, ..
+                } if *h == holder => Some((*id, pending.clone())),
+                _ => None,
+            })
+            .collect();
+        for (conn, pending) in waiting {
+            self.reject(conn, &pending, ResultCode::IdentityInUse, &mut out);
+        }
+        out
+    }
+
     pub fn on_close(&mut self, conn: ConnId) -> Vec<Action> {
         let mut out = Vec::new();
         match self.conns.remove(&conn) {
@@ -453,6 +474,7 @@ impl Engine {
                 peer,
                 identity,
                 pending,
+                ..
             } if matches(pending) => Some((*id, *peer, (**identity).clone(), pending.clone())),
             _ => None,
         });
@@ -539,6 +561,7 @@ impl Engine {
                         peer,
                         identity: Box::new(identity),
                         pending,
+                        holder: old,
                     },
                 );
                 out.push(Action::Probe(old));
@@ -1055,13 +1078,17 @@ mod tests {
         let actions = e.on_pdu(2, bank_req(3));
         assert!(actions.contains(&Action::Probe(1)), "{actions:?}");
         assert!(sent(&actions).is_empty(), "no answer before the verdict");
-        let verdict = e.on_timer(2, Timer::ProbeVerdict);
+        let verdict = e.on_probe_alive(1);
         assert_eq!(sent(&verdict), vec!["connectBankRes"]);
         let Some(Action::Send(_, res)) = verdict.first() else {
             panic!("{verdict:?}")
         };
         assert_eq!(res.msg.result(), Some(ResultCode::IdentityInUse));
         assert_eq!(e.on_timer(2, Timer::RejectClose), vec![Action::Close(2)]);
+        assert!(
+            e.on_timer(2, Timer::ProbeVerdict).is_empty(),
+            "decided already"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! connection that moves PDUs between the socket and the service task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rspro::keepalive::KeepaliveConfig;
 use rspro::link::{Connection, ConnectionConfig, LinkError};
@@ -71,8 +72,19 @@ async fn connection(
     {
         return;
     }
+    // When set: the time to report whether the peer answered a probe.
+    let mut probe_check: Option<tokio::time::Instant> = None;
     let end: Result<(), LinkError> = loop {
         tokio::select! {
+            // Just after the probe's own deadline: a dead peer has been
+            // declared dead by `recv` by then, so still being here with the
+            // PONG in means alive.
+            _ = tokio::time::sleep_until(probe_check.unwrap_or_else(tokio::time::Instant::now)), if probe_check.is_some() => {
+                probe_check = None;
+                if !conn.awaiting_pong() && service.send(Request::ProbeAlive { conn: conn_id }).is_err() {
+                    break Ok(());
+                }
+            }
             received = conn.recv() => match received {
                 Ok(decoded) => {
                     log_notes(conn_id, &decoded);
@@ -99,6 +111,7 @@ async fn connection(
                     if let Err(e) = conn.probe(timeout) {
                         break Err(e);
                     }
+                    probe_check = Some(tokio::time::Instant::now() + timeout + Duration::from_millis(50));
                 }
                 Some(ConnCommand::Close) | None => break Ok(()),
             },

@@ -141,9 +141,11 @@ async fn main() -> anyhow::Result<()> {
     let store = store::Store::open(&args.db, matches!(args.db_sync, DbSync::Full)).await?;
     let loaded = store.load().await?;
     info!(db = %args.db.display(), maps = loaded.maps.len(), removals = loaded.removals.len(), "database open");
+    // The holder's connection reports a probe's outcome; this bound only
+    // guards against a report that never comes.
     let mut engine = engine::Engine::new(
         identity(),
-        args.probe_timeout + Duration::from_millis(500),
+        args.probe_timeout * 4 + Duration::from_secs(1),
         args.reset_banks_on_connect,
     );
     engine.load(loaded.maps, loaded.removals, loaded.banks);

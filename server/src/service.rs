@@ -53,6 +53,10 @@ pub enum Request {
         conn: ConnId,
         timer: Timer,
     },
+    /// The peer answered a probe in time.
+    ProbeAlive {
+        conn: ConnId,
+    },
     ListBanks(Reply<Vec<pb::Bank>>),
     GetBank(u32, Reply<pb::Bank>),
     ListClients(Reply<Vec<pb::Client>>),
@@ -132,6 +136,10 @@ impl Service {
             }
             Request::Timer { conn, timer } => {
                 let actions = self.engine.on_timer(conn, timer);
+                self.perform(actions).await;
+            }
+            Request::ProbeAlive { conn } => {
+                let actions = self.engine.on_probe_alive(conn);
                 self.perform(actions).await;
             }
             Request::ListBanks(reply) => {

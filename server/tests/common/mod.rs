@@ -55,6 +55,20 @@ impl Drop for TempDir {
     }
 }
 
+/// Fast keep-alive and probe timers, unless `extra` sets them.
+fn defaults(extra: &[&str]) -> Vec<&'static str> {
+    [
+        ("--keepalive-interval", "1s"),
+        ("--keepalive-timeout", "1s"),
+        ("--probe-timeout", "300ms"),
+        ("--log-level", "debug"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| !extra.contains(flag))
+    .flat_map(|(flag, value)| [flag, value])
+    .collect()
+}
+
 pub struct Server {
     child: Child,
     pub rspro: SocketAddr,
@@ -78,8 +92,7 @@ impl Server {
             .arg(api.to_string())
             .arg("--db")
             .arg(db)
-            .args(["--keepalive-interval", "1s", "--keepalive-timeout", "1s"])
-            .args(["--probe-timeout", "300ms", "--log-level", "debug"])
+            .args(defaults(extra))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
