@@ -58,6 +58,23 @@ impl Identity {
     }
 }
 
+/// This host's name as an RSPRO ComponentName (at most 32 printable
+/// characters), as the C components put in their identities.
+pub fn host_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = host
+        .trim()
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(crate::validate::MAX_NAME_LEN)
+        .collect();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
 impl IpPort {
     /// The `0.0.0.0:0` that tells a client it has no bankd.
     pub fn none() -> Self {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
-use rspro::keepalive::KeepaliveConfig;
+use rspro::keepalive::{KeepaliveConfig, parse_duration};
 use rspro::{ComponentType, Identity};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,24 +39,6 @@ enum DbSync {
     Full,
 }
 
-/// Parses "30", "30s", "500ms" or "2m".
-fn duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((t, "s"), |i| t.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
 #[derive(Parser)]
 #[command(
     name = "remsim-server",
@@ -77,14 +59,14 @@ struct Args {
     #[arg(long, env = "REMSIM_DB_SYNC", value_enum, default_value = "normal")]
     db_sync: DbSync,
     /// Idle time after a PONG before the next PING.
-    #[arg(long, env = "REMSIM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "REMSIM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     keepalive_interval: Duration,
     /// How long a peer has to answer a PING.
-    #[arg(long, env = "REMSIM_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "REMSIM_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     keepalive_timeout: Duration,
     /// How long the holder of a bank or client identity has to answer a PING
     /// when a second connection claims the same identity.
-    #[arg(long, env = "REMSIM_PROBE_TIMEOUT", default_value = "2s", value_parser = duration)]
+    #[arg(long, env = "REMSIM_PROBE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     probe_timeout: Duration,
     /// Clear each bankd's maps with ResetStateReq when it connects, before
     /// pushing this server's (also drops its clients for a moment).
@@ -99,19 +81,9 @@ struct Args {
 
 /// Our RSPRO identity: the host name, as the C server sends.
 fn identity() -> Identity {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut name: String = host
-        .trim()
-        .chars()
-        .filter(char::is_ascii_graphic)
-        .take(32)
-        .collect();
-    if name.is_empty() {
-        name = "remsim-server".into();
-    }
     Identity::new(
         ComponentType::RemsimServer,
-        name,
+        rspro::pdu::host_name(),
         "remsim-server",
         env!("CARGO_PKG_VERSION"),
     )

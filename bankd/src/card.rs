@@ -1,0 +1,345 @@
+//! Card backends: real cards in PC/SC readers (blocking pcsc calls run on
+//! tokio's blocking pool, so no thread is held per slot), or soft SIMs
+//! in-process (`--backend soft`, for demos and tests).
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::sync::{Arc, Mutex};
+
+use pcsc::{Context, Disposition, Protocols, Scope, ShareMode};
+use rspro::{BankSlot, ResultCode};
+use simcard::{CardProfile, SimCard};
+
+use crate::slots::{self, SlotFile};
+
+/// Why a card cannot be used; each maps to an RSPRO result code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    #[error("no card: {0}")]
+    NotPresent(String),
+    #[error("card does not answer: {0}")]
+    Unresponsive(String),
+    #[error("transmission failed: {0}")]
+    Transmission(String),
+}
+
+impl CardError {
+    pub fn result_code(&self) -> ResultCode {
+        match self {
+            CardError::NotPresent(_) => ResultCode::CardNotPresent,
+            CardError::Unresponsive(_) => ResultCode::CardUnresponsive,
+            CardError::Transmission(_) => ResultCode::CardTransmissionError,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetKind {
+    /// Power cycle (VCC went off).
+    Cold,
+    /// RST asserted.
+    Warm,
+}
+
+/// The largest response we accept from a card (extended length with SW).
+const MAX_RESPONSE: usize = 65538;
+
+pub enum Backend {
+    Pcsc(PcscBackend),
+    Soft(SoftBackend),
+}
+
+pub enum Card {
+    Pcsc(PcscCard),
+    Soft(SoftCard),
+}
+
+impl Backend {
+    /// Opens the card of a bank slot.
+    pub async fn open(&self, slot: BankSlot) -> Result<Card, CardError> {
+        match self {
+            Backend::Pcsc(b) => b.open(slot).await.map(Card::Pcsc),
+            Backend::Soft(b) => b.open(slot).map(Card::Soft),
+        }
+    }
+}
+
+impl Card {
+    pub fn atr(&self) -> Vec<u8> {
+        match self {
+            Card::Pcsc(c) => c.atr.clone(),
+            Card::Soft(c) => c.atr.clone(),
+        }
+    }
+
+    /// Sends a C-APDU; the R-APDU includes SW1 SW2.
+    pub async fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+        match self {
+            Card::Pcsc(c) => c.transmit(apdu).await,
+            Card::Soft(c) => Ok(c.lock().transmit(apdu)),
+        }
+    }
+
+    /// Resets the card; returns its (new) ATR.
+    pub async fn reset(&mut self, kind: ResetKind) -> Result<Vec<u8>, CardError> {
+        match self {
+            Card::Pcsc(c) => c.reset(kind).await,
+            Card::Soft(c) => {
+                let atr = {
+                    let mut card = c.lock();
+                    card.reset();
+                    card.atr().to_vec()
+                };
+                c.atr = atr.clone();
+                Ok(atr)
+            }
+        }
+    }
+
+    /// Powers the card down and gives it up.
+    pub async fn release(self) {
+        match self {
+            Card::Pcsc(c) => c.release().await,
+            Card::Soft(c) => c.lock().reset(),
+        }
+    }
+}
+
+// ----- PC/SC -------------------------------------------------------------
+
+pub struct PcscBackend {
+    slots: Arc<SlotFile>,
+    share: ShareMode,
+    context: Arc<Mutex<Option<Context>>>,
+}
+
+pub struct PcscCard {
+    card: Arc<Mutex<Option<pcsc::Card>>>,
+    share: ShareMode,
+    atr: Vec<u8>,
+}
+
+fn pcsc_error(e: pcsc::Error) -> CardError {
+    use pcsc::Error as E;
+    match e {
+        E::NoSmartcard
+        | E::RemovedCard
+        | E::UnknownReader
+        | E::ReaderUnavailable
+        | E::NoReadersAvailable => CardError::NotPresent(e.to_string()),
+        E::SharingViolation => CardError::NotPresent(format!("reader in use ({e})")),
+        E::UnresponsiveCard | E::UnpoweredCard | E::Timeout => {
+            CardError::Unresponsive(e.to_string())
+        }
+        _ => CardError::Transmission(e.to_string()),
+    }
+}
+
+/// Runs a blocking PC/SC call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CardError> + Send + 'static,
+) -> Result<T, CardError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CardError::Transmission(format!("PC/SC call failed: {e}")))?
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another holder leaves the data as it was: keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl PcscBackend {
+    /// `shared`: open readers in shared mode (`-s`) instead of exclusive.
+    pub fn new(slots: SlotFile, shared: bool) -> Self {
+        PcscBackend {
+            slots: Arc::new(slots),
+            share: if shared {
+                ShareMode::Shared
+            } else {
+                ShareMode::Exclusive
+            },
+            context: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    async fn open(&self, slot: BankSlot) -> Result<PcscCard, CardError> {
+        let Some(expr) = self.slots.reader_for(slot).cloned() else {
+            return Err(CardError::NotPresent(format!(
+                "no slot file entry for bank slot {slot}"
+            )));
+        };
+        let context = self.context.clone();
+        let share = self.share;
+        blocking(move || {
+            let mut ctx_slot = lock(&context);
+            // pcscd may have restarted: a stale context is replaced.
+            if ctx_slot.as_ref().is_none_or(|c| c.is_valid().is_err()) {
+                *ctx_slot = Some(Context::establish(Scope::System).map_err(pcsc_error)?);
+            }
+            let Some(ctx) = ctx_slot.as_ref() else {
+                return Err(CardError::NotPresent("no PC/SC context".into()));
+            };
+            let readers: Vec<String> = ctx
+                .list_readers_owned()
+                .map_err(pcsc_error)?
+                .into_iter()
+                .map(|r| r.to_string_lossy().into_owned())
+                .collect();
+            let candidates = slots::matching(&expr, &readers);
+            if candidates.is_empty() {
+                return Err(CardError::NotPresent(format!(
+                    "no reader matches {:?}",
+                    expr.as_str()
+                )));
+            }
+            // Unlike the C bankd, later matches are tried when the first fails.
+            let mut last = CardError::NotPresent("no reader".into());
+            for name in candidates {
+                let Ok(cname) = CString::new(name) else {
+                    continue;
+                };
+                match ctx.connect(&cname, share, Protocols::T0 | Protocols::T1) {
+                    Ok(card) => {
+                        let atr = card.status2_owned().map_err(pcsc_error)?.atr().to_vec();
+                        return Ok(PcscCard {
+                            card: Arc::new(Mutex::new(Some(card))),
+                            share,
+                            atr,
+                        });
+                    }
+                    Err(e) => last = pcsc_error(e),
+                }
+            }
+            Err(last)
+        })
+        .await
+    }
+}
+
+impl PcscCard {
+    async fn transmit(&self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+        let card = self.card.clone();
+        let apdu = apdu.to_vec();
+        blocking(move || {
+            let guard = lock(&card);
+            let Some(card) = guard.as_ref() else {
+                return Err(CardError::NotPresent("card released".into()));
+            };
+            let mut buf = vec![0u8; MAX_RESPONSE];
+            let response = card.transmit(&apdu, &mut buf).map_err(pcsc_error)?;
+            if response.len() < 2 {
+                return Err(CardError::Transmission(format!(
+                    "{}-byte response without status word",
+                    response.len()
+                )));
+            }
+            Ok(response.to_vec())
+        })
+        .await
+    }
+
+    async fn reset(&mut self, kind: ResetKind) -> Result<Vec<u8>, CardError> {
+        let card = self.card.clone();
+        let share = self.share;
+        let atr = blocking(move || {
+            let mut guard = lock(&card);
+            let Some(card) = guard.as_mut() else {
+                return Err(CardError::NotPresent("card released".into()));
+            };
+            let how = match kind {
+                ResetKind::Cold => Disposition::UnpowerCard,
+                ResetKind::Warm => Disposition::ResetCard,
+            };
+            card.reconnect(share, Protocols::T0 | Protocols::T1, how)
+                .map_err(pcsc_error)?;
+            Ok(card.status2_owned().map_err(pcsc_error)?.atr().to_vec())
+        })
+        .await?;
+        self.atr = atr.clone();
+        Ok(atr)
+    }
+
+    async fn release(self) {
+        let card = self.card;
+        let _ = blocking(move || {
+            if let Some(card) = lock(&card).take() {
+                let _ = card.disconnect(Disposition::UnpowerCard);
+            }
+            Ok(())
+        })
+        .await;
+    }
+}
+
+// ----- soft SIMs -----------------------------------------------------------
+
+pub struct SoftBackend {
+    cards: Vec<Arc<Mutex<SimCard>>>,
+    in_use: Arc<Mutex<HashSet<u32>>>,
+    shared: bool,
+}
+
+pub struct SoftCard {
+    card: Arc<Mutex<SimCard>>,
+    slot_nr: u32,
+    in_use: Arc<Mutex<HashSet<u32>>>,
+    atr: Vec<u8>,
+}
+
+impl SoftBackend {
+    /// One card per slot, from `profiles` (slot i gets profile i).
+    pub fn new(
+        profiles: Vec<CardProfile>,
+        shared: bool,
+    ) -> Result<Self, simcard::profile::ProfileError> {
+        let cards = profiles
+            .into_iter()
+            .map(|p| SimCard::new(p).map(|c| Arc::new(Mutex::new(c))))
+            .collect::<Result<_, _>>()?;
+        Ok(SoftBackend {
+            cards,
+            in_use: Arc::new(Mutex::new(HashSet::new())),
+            shared,
+        })
+    }
+
+    fn open(&self, slot: BankSlot) -> Result<SoftCard, CardError> {
+        let Some(card) = self.cards.get(slot.slot_nr as usize) else {
+            return Err(CardError::NotPresent(format!(
+                "no soft card in slot {}",
+                slot.slot_nr
+            )));
+        };
+        let mut in_use = lock(&self.in_use);
+        if !in_use.insert(slot.slot_nr) && !self.shared {
+            return Err(CardError::NotPresent(format!(
+                "slot {} in use",
+                slot.slot_nr
+            )));
+        }
+        let atr = {
+            let mut c = lock(card);
+            c.reset();
+            c.atr().to_vec()
+        };
+        Ok(SoftCard {
+            card: card.clone(),
+            slot_nr: slot.slot_nr,
+            in_use: self.in_use.clone(),
+            atr,
+        })
+    }
+}
+
+impl SoftCard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimCard> {
+        lock(&self.card)
+    }
+}
+
+impl Drop for SoftCard {
+    fn drop(&mut self) {
+        lock(&self.in_use).remove(&self.slot_nr);
+    }
+}

@@ -1,0 +1,280 @@
+//! `remsim-bankd`: the SIM bank daemon. Serves the cards of its PC/SC
+//! readers (or soft SIMs) to remote modems: one RSPRO link to the server for
+//! slot maps, and a data port (TCP 9999) for clients, one task each.
+//! Flags are osmo-remsim-bankd's, so existing units keep working.
+
+mod card;
+mod gsmtap;
+mod maps;
+mod server_link;
+mod session;
+mod slots;
+mod worker;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use rspro::client_link::ClientLinkConfig;
+use rspro::keepalive::{KeepaliveConfig, parse_duration};
+use rspro::reconnect::ReconnectConfig;
+use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
+use simcard::CardProfile;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum BackendKind {
+    /// Cards in PC/SC readers, per the slot file.
+    Pcsc,
+    /// One soft SIM per slot (demos and tests).
+    Soft,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `-G`: a slot number of this bank, or BANK:SLOT.
+fn gsmtap_slot(text: &str) -> Result<(Option<u32>, u32), String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{text:?} is not SLOT or BANK:SLOT"))
+    };
+    match text.split_once(':') {
+        Some((b, s)) => Ok((Some(parse(b)?), parse(s)?)),
+        None => Ok((None, parse(text)?)),
+    }
+}
+
+/// libosmocore log levels (`-e`) as tracing filters.
+fn log_filter(level: &str) -> String {
+    match level.trim() {
+        "1" | "debug" => "debug",
+        "3" | "info" => "info",
+        "5" | "notice" => "info",
+        "7" | "error" => "error",
+        "8" | "fatal" => "error",
+        other => other,
+    }
+    .to_string()
+}
+
+#[derive(Parser)]
+#[command(
+    name = "remsim-bankd",
+    version,
+    about = "remsim SIM bank daemon (osmo-remsim-bankd compatible flags)"
+)]
+struct Args {
+    /// remsim-server host.
+    #[arg(short = 'i', long = "server-host", env = "REMSIM_SERVER_HOST")]
+    server_host: String,
+    /// remsim-server RSPRO port.
+    #[arg(
+        short = 'p',
+        long = "server-port",
+        env = "REMSIM_SERVER_PORT",
+        default_value_t = 9998
+    )]
+    server_port: u16,
+    /// Bank id announced to the server.
+    #[arg(short = 'b', long = "bank-id", env = "REMSIM_BANK_ID", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1023))]
+    bank_id: u32,
+    /// Number of slots (0..1024).
+    #[arg(short = 'n', long = "num-slots", env = "REMSIM_NUM_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    num_slots: u32,
+    /// Component name in our identity (default: the host name).
+    #[arg(short = 'N', long = "component-name")]
+    component_name: Option<String>,
+    /// Address for client connections.
+    #[arg(short = 'I', long = "bind-ip", default_value = "0.0.0.0")]
+    bind_ip: IpAddr,
+    /// Port for client connections.
+    #[arg(short = 'P', long = "bind-port", default_value_t = 9999)]
+    bind_port: u16,
+    /// Open readers shared instead of exclusive.
+    #[arg(short = 's', long = "permit-shared-pcsc")]
+    shared: bool,
+    /// Send GSMTAP traces of APDUs and ATRs to this host (port 4729).
+    #[arg(short = 'g', long = "gsmtap-ip")]
+    gsmtap_ip: Option<String>,
+    /// Trace only this slot (SLOT of this bank, or BANK:SLOT).
+    #[arg(short = 'G', long = "gsmtap-slot", value_parser = gsmtap_slot)]
+    gsmtap_slot: Option<(Option<u32>, u32)>,
+    /// libosmocore debug mask (accepted for compatibility; use -e).
+    #[arg(short = 'd', long = "debug")]
+    debug_mask: Option<String>,
+    /// Log level: 1 debug, 3 info, 5 notice, 7 error, or a tracing filter.
+    #[arg(
+        short = 'e',
+        long = "log-level",
+        env = "REMSIM_LOG",
+        default_value = "info"
+    )]
+    log_level: String,
+    /// Accepted for compatibility (no colours are used).
+    #[arg(short = 'L', long = "disable-color")]
+    _disable_color: bool,
+    /// Accepted for compatibility (timestamps are always printed).
+    #[arg(short = 'T', long = "timestamp")]
+    _timestamp: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// The PC/SC slot file.
+    #[arg(
+        long = "slot-file",
+        env = "REMSIM_SLOT_FILE",
+        default_value = "bankd_pcsc_slots.csv"
+    )]
+    slot_file: PathBuf,
+    /// Where the cards are.
+    #[arg(long, value_enum, env = "REMSIM_BACKEND", default_value = "pcsc")]
+    backend: BackendKind,
+    /// Soft SIM profiles (TOML/JSON), slot i gets card i; generated ones fill the rest.
+    #[arg(long = "soft-profiles")]
+    soft_profiles: Option<PathBuf>,
+    /// How long a client may take to send ConnectClientReq.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    identify_timeout: Duration,
+    /// Keep-alive towards clients and the server: idle time after a PONG.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    keepalive_interval: Duration,
+    /// Keep-alive: how long a PING may go unanswered.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    keepalive_timeout: Duration,
+}
+
+fn backend(args: &Args) -> anyhow::Result<card::Backend> {
+    Ok(match args.backend {
+        BackendKind::Pcsc => {
+            let file = slots::SlotFile::load(&args.slot_file)?;
+            for e in file.foreign(args.bank_id) {
+                warn!(line = e.line, slot = %e.slot, "slot file entry for another bank; ignored");
+            }
+            card::Backend::Pcsc(card::PcscBackend::new(file, args.shared))
+        }
+        BackendKind::Soft => {
+            let mut profiles = match &args.soft_profiles {
+                Some(path) => simcard::profile::load(path)?,
+                None => Vec::new(),
+            };
+            let have = profiles.len() as u32;
+            if have < args.num_slots {
+                // Distinct cards per bank: bank b, slot s is card b * 1024 + s.
+                profiles.extend(CardProfile::generate(
+                    args.bank_id * 1024 + have,
+                    args.num_slots - have,
+                ));
+            }
+            card::Backend::Soft(card::SoftBackend::new(profiles, args.shared)?)
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_new(log_filter(&args.log_level)).context("-e/--log-level")?;
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    if args.debug_mask.is_some() {
+        info!("-d is accepted for compatibility; use -e to set the log level");
+    }
+    let backend = backend(&args)?;
+
+    let name = args
+        .component_name
+        .clone()
+        .unwrap_or_else(rspro::pdu::host_name);
+    if name.is_empty() || name.len() > 32 {
+        bail!("component name {name:?} must be 1 to 32 characters");
+    }
+    // -N names us towards clients too (the C bankd uses the host name there).
+    let identity = Identity::new(
+        ComponentType::RemsimBankd,
+        name,
+        "remsim-bankd",
+        env!("CARGO_PKG_VERSION"),
+    );
+    let keepalive = KeepaliveConfig {
+        interval: args.keepalive_interval,
+        timeout: args.keepalive_timeout,
+    };
+
+    let gsmtap = match &args.gsmtap_ip {
+        Some(host) => {
+            let filter = match args.gsmtap_slot {
+                None => gsmtap::Filter::All,
+                Some((bank, slot)) => {
+                    gsmtap::Filter::Slot(BankSlot::new(bank.unwrap_or(args.bank_id), slot))
+                }
+            };
+            Some(
+                gsmtap::Gsmtap::new(host, filter)
+                    .with_context(|| format!("GSMTAP target {host}"))?,
+            )
+        }
+        None => None,
+    };
+
+    let listen = SocketAddr::new(args.bind_ip, args.bind_port);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the client port {listen}"))?;
+    info!(%listen, bank = args.bank_id, slots = args.num_slots, "serving clients");
+
+    let (maps_tx, maps_rx) = watch::channel(Arc::new(maps::MapTable::default()));
+    let link = ClientLinkConfig {
+        peer: format!("{}:{}", args.server_host, args.server_port),
+        connect_req: RsproPdu::connect_bank_req(identity.clone(), args.bank_id, args.num_slots),
+        expect_peer: ComponentType::RemsimServer,
+        keepalive,
+        reconnect: ReconnectConfig::default(),
+    };
+    tokio::spawn(server_link::run(
+        link,
+        args.bank_id,
+        args.num_slots,
+        maps_tx,
+    ));
+
+    let shared = Arc::new(worker::Shared {
+        backend,
+        maps: maps_rx,
+        identity,
+        gsmtap,
+        keepalive: Some(keepalive),
+        identify_timeout: args.identify_timeout,
+        retry: Duration::from_secs(10),
+    });
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(worker::serve(stream, shared.clone()));
+                }
+                Err(e) => warn!(error = %e, "accept failed"),
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    info!("shutting down");
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The tokio side of one client data connection: feeds the session state
+//! machine with PDUs, map changes and timers, and carries out its actions
+//! (card operations, PDUs, GSMTAP traces). One task per client, no thread.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rspro::keepalive::KeepaliveConfig;
+use rspro::link::{Connection, ConnectionConfig};
+use rspro::{Identity, Pdu};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tracing::{debug, info};
+
+use crate::card::{Backend, Card, CardError};
+use crate::gsmtap::Gsmtap;
+use crate::maps::MapTable;
+use crate::session::{Out, Session, State};
+
+/// What every client task shares.
+pub struct Shared {
+    pub backend: Backend,
+    pub maps: watch::Receiver<Arc<MapTable>>,
+    pub identity: Identity,
+    pub gsmtap: Option<Gsmtap>,
+    pub keepalive: Option<KeepaliveConfig>,
+    /// How long a new connection may take to send ConnectClientReq.
+    pub identify_timeout: Duration,
+    /// How often a card that could not be opened is tried again.
+    pub retry: Duration,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    conn: Connection,
+    session: Session,
+    card: Option<Card>,
+}
+
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let config = ConnectionConfig::bankd_worker().with_keepalive(shared.keepalive);
+    let conn = match Connection::new(stream, config).await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(error = %e, "client connection setup failed");
+            return;
+        }
+    };
+    let peer = conn.peer_addr();
+    info!(%peer, "client connected");
+    let mut w = Worker {
+        session: Session::new(shared.identity.clone()),
+        shared,
+        conn,
+        card: None,
+    };
+    let reason = w.run().await;
+    info!(%peer, client = ?w.session.client(), bank = ?w.session.bank(), reason, "client connection closed");
+    if let Some(card) = w.card.take() {
+        card.release().await;
+    }
+}
+
+impl Worker {
+    async fn run(&mut self) -> String {
+        let mut maps = self.shared.maps.clone();
+        let identify_by = Instant::now() + self.shared.identify_timeout;
+        let mut retry = interval_at(Instant::now() + self.shared.retry, self.shared.retry);
+        retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let outs = tokio::select! {
+                received = self.conn.recv() => match received {
+                    Ok(decoded) => match decoded.pdu {
+                        Pdu::Known(pdu) => self.session.on_pdu(pdu, &maps.borrow()),
+                        Pdu::UnknownMsg { alternative, .. } => {
+                            debug!(alternative, "unknown RSPRO message ignored");
+                            continue;
+                        }
+                    },
+                    Err(e) => return e.to_string(),
+                },
+                changed = maps.changed() => {
+                    if changed.is_err() {
+                        return "bankd shutting down".into();
+                    }
+                    let table = maps.borrow_and_update().clone();
+                    self.session.on_maps(&table)
+                }
+                _ = sleep_until(identify_by), if self.session.state() == State::WaitId => {
+                    return "no ConnectClientReq in time".into();
+                }
+                _ = retry.tick() => self.session.on_retry(),
+            };
+            if let Err(reason) = self.execute(outs).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Carries out actions, feeding card results back into the session.
+    async fn execute(&mut self, outs: Vec<Out>) -> Result<(), String> {
+        let mut queue: VecDeque<Out> = outs.into();
+        while let Some(out) = queue.pop_front() {
+            match out {
+                Out::Send(pdu) => self.conn.send(&pdu).await.map_err(|e| e.to_string())?,
+                Out::Close(reason) => return Err(reason.to_string()),
+                Out::Open(bank) => {
+                    if let Some(old) = self.card.take() {
+                        old.release().await;
+                    }
+                    let result = match self.shared.backend.open(bank).await {
+                        Ok(card) => {
+                            let atr = card.atr();
+                            self.card = Some(card);
+                            Ok(atr)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    queue.extend(self.session.on_open(result));
+                }
+                Out::Transmit(apdu) => {
+                    let result = match self.card.as_mut() {
+                        Some(card) => card.transmit(&apdu).await,
+                        None => Err(CardError::NotPresent("card released".into())),
+                    };
+                    queue.extend(self.session.on_transmit(apdu, result));
+                }
+                Out::Reset(kind) => {
+                    let result = match self.card.as_mut() {
+                        Some(card) => card.reset(kind).await,
+                        None => Err(CardError::NotPresent("card released".into())),
+                    };
+                    queue.extend(self.session.on_reset(result));
+                }
+                Out::Release => {
+                    if let Some(card) = self.card.take() {
+                        card.release().await;
+                    }
+                }
+                Out::TraceApdu(bank, command, response) => {
+                    if let Some(g) = &self.shared.gsmtap {
+                        g.apdu(bank, &command, &response);
+                    }
+                }
+                Out::TraceAtr(bank, atr) => {
+                    if let Some(g) = &self.shared.gsmtap {
+                        g.atr(bank, &atr);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
