@@ -9,19 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use rspro::ipa::{Ccm, Frame, IpaCodec};
-use rspro::{ComponentType, Identity, Msg, Pdu, ResultCode, RsproPdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
-use tokio_util::codec::{Decoder, Encoder};
+use rspro::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use tonic::transport::Channel;
 
-/// Upper bound on any wait; reaching it fails the test.
-pub const GUARD: Duration = Duration::from_secs(10);
+pub use rspro::testing::{GUARD, Peer};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -168,108 +161,6 @@ impl Drop for Server {
     }
 }
 
-/// A raw RSPRO peer (a bankd or a client as the server sees it).
-pub struct Peer {
-    pub stream: TcpStream,
-    buf: BytesMut,
-    /// Whether PINGs are answered (a dead peer does not).
-    pub answer_pings: bool,
-}
-
-impl Peer {
-    pub async fn connect(addr: SocketAddr) -> Peer {
-        let stream = TcpStream::connect(addr).await.expect("connects");
-        Peer {
-            stream,
-            buf: BytesMut::new(),
-            answer_pings: true,
-        }
-    }
-
-    pub async fn send_frame(&mut self, frame: Frame) {
-        let mut out = BytesMut::new();
-        IpaCodec::default()
-            .encode(frame, &mut out)
-            .expect("encodes");
-        self.stream.write_all(&out).await.expect("write");
-    }
-
-    pub async fn send(&mut self, pdu: &RsproPdu) {
-        self.send_frame(Frame::rspro(pdu).expect("encodes")).await;
-    }
-
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    /// The next frame, None at EOF; `wait` bounds the wait (None on timeout too).
-    pub async fn next_frame(&mut self, wait: Duration) -> Option<Frame> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(f) = IpaCodec::default()
-                .decode(&mut self.buf)
-                .expect("valid frames")
-            {
-                return Some(f);
-            }
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// The next RSPRO frame's bytes (CCM handled), None at EOF or after `wait`.
-    pub async fn next_rspro(&mut self, wait: Duration) -> Option<bytes::Bytes> {
-        loop {
-            match self.next_frame(wait).await? {
-                Frame::Rspro(der) => return Some(der),
-                Frame::Ccm(Ccm::Ping) if self.answer_pings => {
-                    self.send_frame(Frame::Ccm(Ccm::Pong)).await
-                }
-                Frame::Ccm(_) => {}
-            }
-        }
-    }
-
-    /// The next PDU; fails the test on EOF or timeout.
-    pub async fn recv(&mut self) -> RsproPdu {
-        let der = self
-            .next_rspro(GUARD)
-            .await
-            .expect("a PDU before EOF/timeout");
-        match rspro::decode(&der).expect("decodes").pdu {
-            Pdu::Known(p) => p,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    /// The whole next RSPRO frame as the C suite writes it (hex).
-    pub async fn recv_frame_hex(&mut self) -> String {
-        let der = self.next_rspro(GUARD).await.expect("a PDU");
-        hex::encode(Frame::Rspro(der).to_bytes().expect("frame"))
-    }
-
-    /// Asserts no RSPRO PDU arrives within `wait` (PINGs are answered).
-    pub async fn expect_quiet(&mut self, wait: Duration) {
-        if let Some(der) = self.next_rspro(wait).await {
-            panic!("unexpected PDU {:?}", rspro::decode(&der));
-        }
-    }
-
-    /// Waits for the server to close the connection.
-    pub async fn expect_closed(&mut self) {
-        let closed = timeout(GUARD, async {
-            while self.next_rspro(GUARD).await.is_some() {}
-        })
-        .await;
-        assert!(closed.is_ok(), "connection not closed");
-    }
-}
-
 pub fn bankd_identity() -> Identity {
     Identity::new(
         ComponentType::RemsimBankd,
@@ -368,22 +259,14 @@ pub async fn wait_maps(
     }
 }
 
-/// The frames of the C reference session (section A) with this message name
-/// and direction (e.g. "createMappingReq", "server -> bankd"), in file order.
+/// The frames of the C reference session with this name and direction.
 pub fn c_frames(message: &str, direction: &str) -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../conformance/c-reference-vectors.txt"
     );
     let text = std::fs::read_to_string(path).expect("vectors file");
-    let prefix = format!("RSPRO {message} | {direction} |");
-    let frames: Vec<String> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.split(" | ").nth(4).map(|h| h.trim().to_string()))
-        .collect();
-    assert!(!frames.is_empty(), "no C frame for {message} {direction}");
-    frames
+    rspro::testing::c_frames(&text, message, direction)
 }
 
 pub fn c_frame(message: &str, direction: &str) -> String {

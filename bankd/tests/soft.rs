@@ -1,0 +1,284 @@
+//! remsim-bankd with soft SIMs behind it, a simulated server and simulated
+//! clients: the C client's exchange, late maps, resets, unmapping, bad
+//! input, maps refused as the C bankd refuses them, GSMTAP, and 200
+//! clients at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rspro::{BankSlot, ClientSlot, Msg, ResultCode, RsproPdu, SlotPhysStatus};
+use simcard::CardProfile;
+use simcard::card::default_atr;
+use simcard::fs::swapped_bcd;
+
+const B0: BankSlot = BankSlot {
+    bank_id: 1,
+    slot_nr: 0,
+};
+const C23: ClientSlot = ClientSlot {
+    client_id: 23,
+    slot_nr: 0,
+};
+
+fn h(s: &str) -> Vec<u8> {
+    hex::decode(s).expect("hex")
+}
+
+#[tokio::test]
+async fn c_client_gets_the_c_bankd_exchange() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(
+        sim.port,
+        &["--backend", "soft", "-n", "8", "-N", "bank-one"],
+    )
+    .await;
+    let (mut server, identity, bank_id, slots) = sim.accept().await;
+    assert_eq!(
+        (
+            identity.name.as_str(),
+            identity.software.as_str(),
+            bank_id,
+            slots
+        ),
+        ("bank-one", "remsim-bankd", 1, 8)
+    );
+    assert_eq!(map(&mut server, B0, C23).await, ResultCode::Ok);
+
+    // The C client's own frames: ConnectClientReq (23:0), then SetAtrRes.
+    let mut client = Peer::connect(bankd.addr()).await;
+    client
+        .send_raw(&c_frame("connectClientReq", "client -> bankd"))
+        .await;
+    let res = client.recv().await;
+    assert_eq!((res.version, res.tag), (2, 2342));
+    let Msg::ConnectClientRes(r) = res.msg else {
+        panic!("{res:?}")
+    };
+    assert_eq!(
+        (r.result, r.identity.name.as_str()),
+        (ResultCode::Ok, "bank-one")
+    );
+    assert_eq!(expect_atr(&mut client, C23).await, default_atr());
+    client
+        .send_raw(&c_frame("setAtrRes", "client -> bankd"))
+        .await;
+
+    // The C client's TPDUs (23:0 -> 1:0), answered by the soft card.
+    let tpdus = c_frames("tpduModemToCard", "client -> bankd");
+    let mut answers = Vec::new();
+    for hex_frame in &tpdus[..4] {
+        client.send_raw(&h(hex_frame)).await;
+        let pdu = client.recv().await;
+        let Msg::TpduCardToModem(t) = pdu.msg else {
+            panic!("{pdu:?}")
+        };
+        assert_eq!(
+            (t.from_bank_slot, t.to_client_slot, t.flags),
+            (B0, C23, Default::default())
+        );
+        answers.push(hex::encode(&t.data));
+    }
+    // SELECT MF (GSM), GET RESPONSE 12, SELECT MF (UICC, no data), READ BINARY with no EF.
+    assert_eq!(answers[0], "9f16");
+    assert!(
+        answers[1].ends_with("9000") && answers[1].len() == 2 * 14,
+        "{}",
+        answers[1]
+    );
+    assert_eq!(answers[2], "9000");
+    assert_eq!(answers[3], "6986");
+    // READ BINARY of EF_ICCID: the card of bank 1 slot 0.
+    assert_eq!(
+        apdu(&mut client, C23, B0, &h("00a4000c022fe2")).await,
+        h("9000")
+    );
+    let iccid = apdu(&mut client, C23, B0, &h("00b000000a")).await;
+    let expected = CardProfile::generated(1024);
+    assert_eq!(iccid[..10], swapped_bcd(&expected.iccid, 10)[..]);
+    // The C client's ClientSlotStatusInd (RST asserted, VCC off): cold reset, new ATR.
+    client
+        .send_raw(&c_frame("clientSlotStatusInd", "client -> bankd"))
+        .await;
+    assert_eq!(expect_atr(&mut client, C23).await, default_atr());
+}
+
+#[tokio::test]
+async fn late_map_completes_a_waiting_client() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft"]).await;
+    let (mut server, ..) = sim.accept().await;
+    let (mut client, result) = client(&bankd, C23).await;
+    assert_eq!(result, ResultCode::CardNotPresent);
+    client.expect_quiet(Duration::from_millis(200)).await;
+    assert_eq!(map(&mut server, B0, C23).await, ResultCode::Ok);
+    assert_eq!(expect_atr(&mut client, C23).await, default_atr());
+    assert_eq!(
+        apdu(&mut client, C23, B0, &h("a0a40000023f00")).await,
+        h("9f16")
+    );
+}
+
+#[tokio::test]
+async fn resets_unmapping_and_bad_tpdus() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft"]).await;
+    let (mut server, ..) = sim.accept().await;
+    map(&mut server, B0, C23).await;
+    let (mut client, result) = client(&bankd, C23).await;
+    assert_eq!(result, ResultCode::Ok);
+    expect_atr(&mut client, C23).await;
+    // Warm reset on the RST edge: the new ATR is sent (the C bankd does not).
+    let status =
+        |rst| RsproPdu::client_slot_status_ind(C23, B0, SlotPhysStatus::new(rst, true, true, true));
+    client.send(&status(false)).await;
+    client.send(&status(true)).await;
+    assert_eq!(expect_atr(&mut client, C23).await, default_atr());
+    // A TPDU too short for any command: 6700, and the link stays.
+    assert_eq!(apdu(&mut client, C23, B0, &h("a0a4")).await, h("6700"));
+    assert_eq!(apdu(&mut client, C23, B0, &[0u8; 261]).await, h("6700"));
+    assert_eq!(
+        apdu(&mut client, C23, B0, &h("a0a40000023f00")).await,
+        h("9f16")
+    );
+    // Unmapped while connected: dropped without a PDU, as the C bankd does.
+    assert_eq!(unmap(&mut server, B0, C23).await, ResultCode::Ok);
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn maps_are_checked_as_the_c_bankd_does() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft", "-n", "4"]).await;
+    let (mut server, ..) = sim.accept().await;
+    assert_eq!(
+        map(&mut server, BankSlot::new(2, 0), C23).await,
+        ResultCode::IllegalBankId
+    );
+    assert_eq!(
+        map(&mut server, BankSlot::new(1, 4), C23).await,
+        ResultCode::IllegalSlotId
+    );
+    assert_eq!(
+        unmap(&mut server, B0, C23).await,
+        ResultCode::UnknownSlotmap
+    );
+    assert_eq!(map(&mut server, B0, C23).await, ResultCode::Ok);
+    let (mut client, _) = client(&bankd, C23).await;
+    expect_atr(&mut client, C23).await;
+    server.send(&RsproPdu::reset_state_req()).await;
+    let Msg::ResetStateRes(r) = server.recv().await.msg else {
+        panic!("ResetStateRes")
+    };
+    assert_eq!(r.result, ResultCode::Ok);
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(
+        sim.port,
+        &["--backend", "soft", "--identify-timeout", "300ms"],
+    )
+    .await;
+    let _server = sim.accept().await;
+    let mut silent = Peer::connect(bankd.addr()).await;
+    silent.expect_closed().await;
+    // A second ConnectClientReq is refused and the connection closed.
+    let (mut c, _) = client(&bankd, C23).await;
+    c.send(&RsproPdu::connect_client_req(client_identity(), Some(C23)))
+        .await;
+    let Msg::ConnectClientRes(r) = c.recv().await.msg else {
+        panic!("ConnectClientRes")
+    };
+    assert_eq!(r.result, ResultCode::IllegalClientId);
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn gsmtap_traces_atrs_and_apdus_with_a_bank_checked_filter() {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
+    let target = udp.local_addr().expect("addr").to_string();
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft", "-g", &target, "-G", "1:0"]).await;
+    let (mut server, ..) = sim.accept().await;
+    map(&mut server, B0, C23).await;
+    map(&mut server, BankSlot::new(1, 1), ClientSlot::new(24, 0)).await;
+    let (mut c1, _) = client(&bankd, C23).await;
+    let atr = expect_atr(&mut c1, C23).await;
+    let (mut c2, _) = client(&bankd, ClientSlot::new(24, 0)).await;
+    expect_atr(&mut c2, ClientSlot::new(24, 0)).await;
+    apdu(
+        &mut c2,
+        ClientSlot::new(24, 0),
+        BankSlot::new(1, 1),
+        &h("a0a40000023f00"),
+    )
+    .await;
+    apdu(&mut c1, C23, B0, &h("a0a40000023f00")).await;
+    let mut buf = [0u8; 600];
+    let mut packets = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), udp.recv(&mut buf)).await
+    {
+        packets.push(buf[..n].to_vec());
+    }
+    // Only slot 1:0: its ATR and its one APDU exchange.
+    assert_eq!(packets.len(), 2, "{packets:?}");
+    assert_eq!(&packets[0][..4], &[0x02, 0x04, 0x04, 0x00]);
+    assert_eq!(packets[0][12], 0x01, "ATR");
+    assert_eq!(&packets[0][16..], &atr[..]);
+    assert_eq!(packets[1][12], 0x00, "APDU");
+    assert_eq!(hex::encode(&packets[1][16..]), "a0a40000023f009f16");
+}
+
+#[tokio::test]
+async fn two_hundred_clients_at_once() {
+    const N: u32 = 200;
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft", "-n", "200"]).await;
+    let (mut server, ..) = sim.accept().await;
+    for i in 0..N {
+        assert_eq!(
+            map(&mut server, BankSlot::new(1, i), ClientSlot::new(i, 0)).await,
+            ResultCode::Ok
+        );
+    }
+    let mut tasks = Vec::new();
+    let addr = bankd.addr();
+    for i in 0..N {
+        tasks.push(tokio::spawn(async move {
+            let (client_slot, bank) = (ClientSlot::new(i, 0), BankSlot::new(1, i));
+            let mut p = Peer::connect(addr).await;
+            p.send(&RsproPdu::connect_client_req(
+                client_identity(),
+                Some(client_slot),
+            ))
+            .await;
+            let Msg::ConnectClientRes(r) = p.recv().await.msg else {
+                panic!("ConnectClientRes")
+            };
+            assert_eq!(r.result, ResultCode::Ok);
+            expect_atr(&mut p, client_slot).await;
+            assert_eq!(
+                apdu(&mut p, client_slot, bank, &h("00a4000c022fe2")).await,
+                h("9000")
+            );
+            let r = apdu(&mut p, client_slot, bank, &h("00b000000a")).await;
+            r[..10].to_vec()
+        }));
+    }
+    let mut iccids = std::collections::HashSet::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let iccid = t.await.expect("client task");
+        assert_eq!(
+            iccid,
+            swapped_bcd(&CardProfile::generated(1024 + i as u32).iccid, 10)
+        );
+        iccids.insert(iccid);
+    }
+    assert_eq!(iccids.len(), N as usize);
+}
