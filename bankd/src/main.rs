@@ -146,6 +146,9 @@ struct Args {
     /// How long a client may take to send ConnectClientReq.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     identify_timeout: Duration,
+    /// How often a mapped card that could not be opened is tried again.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    card_retry: Duration,
     /// Keep-alive towards clients and the server: idle time after a PONG.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     keepalive_interval: Duration,
@@ -186,7 +189,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_new(log_filter(&args.log_level)).context("-e/--log-level")?;
     match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -260,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
         gsmtap,
         keepalive: Some(keepalive),
         identify_timeout: args.identify_timeout,
-        retry: Duration::from_secs(10),
+        retry: args.card_retry,
     });
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     loop {

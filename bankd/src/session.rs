@@ -57,6 +57,9 @@ pub struct Session {
     bank: Option<BankSlot>,
     /// Whether ConnectClientRes went out already.
     answered: bool,
+    /// Whether the client was told its card is unavailable (retries that
+    /// fail again stay quiet until the card is back).
+    reported: bool,
     last_vcc: bool,
     last_rst: bool,
 }
@@ -70,6 +73,7 @@ impl Session {
             client: None,
             bank: None,
             answered: false,
+            reported: false,
             last_vcc: true,
             last_rst: false,
         }
@@ -243,17 +247,19 @@ impl Session {
         match result {
             Ok(atr) => {
                 self.state = State::MappedCard;
+                self.reported = false;
                 self.connect_res(ResultCode::Ok, &mut out);
                 out.push(Out::Send(RsproPdu::set_atr_req(client, atr.clone())));
                 out.push(Out::TraceAtr(bank, atr));
             }
             Err(e) => {
                 tracing::info!(%client, %bank, error = %e, "card not available");
-                if self.answered {
-                    out.push(self.error_ind(&e));
-                } else {
+                if !self.answered {
                     self.connect_res(e.result_code(), &mut out);
+                } else if !self.reported {
+                    out.push(self.error_ind(&e));
                 }
+                self.reported = true;
             }
         }
         out
@@ -297,6 +303,7 @@ impl Session {
     fn card_lost(&mut self, e: &CardError, out: &mut Vec<Out>) {
         tracing::warn!(client = ?self.client, bank = ?self.bank, error = %e, "card failed");
         out.push(self.error_ind(e));
+        self.reported = true;
         out.push(Out::Release);
         if self.state == State::MappedCard {
             self.state = State::Mapped;
@@ -397,6 +404,16 @@ mod tests {
         let out = s.on_transmit(vec![0; 5], Err(CardError::NotPresent("removed".into())));
         assert_eq!(names(&out), vec!["errorInd", "Release"]);
         assert_eq!(s.state(), State::Mapped);
+        assert_eq!(s.on_retry(), vec![Out::Open(B)]);
+        assert!(
+            s.on_open(Err(CardError::NotPresent("still gone".into())))
+                .is_empty(),
+            "reported once"
+        );
+        assert_eq!(
+            names(&s.on_open(Ok(vec![0x3B]))),
+            vec!["setAtrReq", "TraceAtr"]
+        );
     }
 
     #[test]

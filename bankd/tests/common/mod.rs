@@ -93,6 +93,14 @@ pub async fn unmap(server: &mut Peer, bank: BankSlot, client: ClientSlot) -> Res
     r.result
 }
 
+/// The daemon's log: $REMSIM_TEST_LOG if set, else discarded.
+fn log_file() -> Stdio {
+    match std::env::var_os("REMSIM_TEST_LOG").map(std::fs::File::create) {
+        Some(Ok(f)) => Stdio::from(f),
+        _ => Stdio::null(),
+    }
+}
+
 pub struct Bankd {
     child: Child,
     pub port: u16,
@@ -107,7 +115,7 @@ impl Bankd {
             .args(["-I", "127.0.0.1", "-P", &port.to_string(), "-e", "debug"])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file())
             .spawn()
             .expect("remsim-bankd starts");
         let bankd = Bankd { child, port };
