@@ -33,13 +33,21 @@ pub struct ClientLinkConfig {
     pub expect_peer: ComponentType,
     pub keepalive: KeepaliveConfig,
     pub reconnect: ReconnectConfig,
+    /// Connect*Res results besides `ok` that still make the link CONNECTED
+    /// (a client waits on a bankd that answers `cardNotPresent` while its
+    /// map is being installed, instead of reconnecting: spec §7.27).
+    pub tolerate: Vec<ResultCode>,
 }
 
 /// What the link tells the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientLinkEvent {
-    /// Connect*Res ok: PDUs may be sent.
-    Connected { peer: Identity, addr: SocketAddr },
+    /// Connect*Res ok (or a tolerated result): PDUs may be sent.
+    Connected {
+        peer: Identity,
+        addr: SocketAddr,
+        result: ResultCode,
+    },
     /// The connection is gone; the link reconnects by itself.
     Lost,
     /// The peer refused the Connect*Req; the link reconnects with back-off.
@@ -130,6 +138,7 @@ struct Driver {
     conn: Option<Connection>,
     connecting: Option<Connecting>,
     peer: Option<Identity>,
+    result: ResultCode,
     events: mpsc::Sender<ClientLinkEvent>,
 }
 
@@ -145,6 +154,7 @@ async fn run(
         conn: None,
         connecting: None,
         peer: None,
+        result: ResultCode::Ok,
         events,
     };
     let mut next = Some(ClientEvent::Establish);
@@ -218,8 +228,10 @@ impl Driver {
                 ClientAction::NotifyConnected => {
                     if let (Some(peer), Some(conn)) = (self.peer.clone(), self.conn.as_ref()) {
                         let addr = conn.peer_addr();
-                        info!(peer = %self.config.peer, name = %peer.name, "connected");
-                        self.emit(ClientLinkEvent::Connected { peer, addr }).await;
+                        let result = self.result;
+                        info!(peer = %self.config.peer, name = %peer.name, %result, "connected");
+                        self.emit(ClientLinkEvent::Connected { peer, addr, result })
+                            .await;
                     }
                 }
                 ClientAction::NotifyLost => self.emit(ClientLinkEvent::Lost).await,

@@ -12,6 +12,10 @@ use crate::types::*;
 /// The operation tag the C suite puts on every ConnectClientRes.
 pub const CONNECT_CLIENT_RES_TAG: u32 = 2342;
 
+/// Lengths of a modem-to-card TPDU the C peers accept (5-byte header, up
+/// to 255 bytes of command data).
+pub const TPDU_LEN: std::ops::RangeInclusive<usize> = 5..=260;
+
 impl ClientSlot {
     pub fn new(client_id: u32, slot_nr: u32) -> Self {
         ClientSlot { client_id, slot_nr }

@@ -248,6 +248,7 @@ fn link_config(peer: String, expect: ComponentType, unit: Duration) -> ClientLin
             backoff_unit: unit,
             backoff_reset_after: unit * 32,
         },
+        tolerate: Vec::new(),
     }
 }
 

@@ -251,6 +251,7 @@ async fn main() -> anyhow::Result<()> {
         expect_peer: ComponentType::RemsimServer,
         keepalive,
         reconnect: ReconnectConfig::default(),
+        tolerate: Vec::new(),
     };
     tokio::spawn(server_link::run(
         link,

@@ -22,7 +22,7 @@ pub async fn run(
     let mut table = MapTable::default();
     while let Some(event) = link.event().await {
         match event {
-            ClientLinkEvent::Connected { peer, addr } => {
+            ClientLinkEvent::Connected { peer, addr, .. } => {
                 info!(%addr, server = %peer.name, "connected to the server")
             }
             ClientLinkEvent::Lost => warn!("server link lost; clients keep their maps"),

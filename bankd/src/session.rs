@@ -14,8 +14,7 @@ use rspro::{
 use crate::card::{CardError, ResetKind};
 use crate::maps::MapTable;
 
-/// TPDU lengths a C client may send (header and up to 255 data bytes).
-pub const TPDU_LEN: std::ops::RangeInclusive<usize> = 5..=260;
+use rspro::pdu::TPDU_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -1,0 +1,163 @@
+//! `remsim-client`: brings a remote SIM to a modem. One client slot, a link
+//! to remsim-server for configuration and a link to the bankd that holds the
+//! card; the modem side is a frontend chosen by subcommand (`shell`, or
+//! `vpcd` to show the card as a local PC/SC card). Flags are the C
+//! clients'.
+
+mod driver;
+mod frontend;
+mod main_fsm;
+mod script;
+mod shell;
+mod vpcd;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use rspro::keepalive::{KeepaliveConfig, parse_duration};
+use rspro::{ClientSlot, ComponentType, Identity};
+use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Frontend {
+    /// C-APDUs as hex lines on stdin, answers on stdout (osmo-remsim-client-shell).
+    Shell,
+    /// The remote card as a local PC/SC card through vsmartcard-vpcd.
+    Vpcd {
+        /// Where vpcd listens for its card (slot n: 35963 + n).
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: String,
+        /// How long an APDU may wait for the bank.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        apdu_timeout: Duration,
+    },
+}
+
+#[derive(Parser)]
+#[command(
+    name = "remsim-client",
+    version,
+    disable_version_flag = true,
+    about = "remsim client: a remote SIM for a local modem"
+)]
+struct Args {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+    /// remsim-server host.
+    #[arg(
+        short = 'i',
+        long = "server-ip",
+        env = "REMSIM_SERVER_HOST",
+        default_value = "127.0.0.1",
+        global = true
+    )]
+    server_ip: String,
+    /// remsim-server port.
+    #[arg(
+        short = 'p',
+        long = "server-port",
+        env = "REMSIM_SERVER_PORT",
+        default_value_t = 9998,
+        global = true
+    )]
+    server_port: u16,
+    /// Client id.
+    #[arg(short = 'c', long = "client-id", default_value_t = 0, global = true)]
+    client_id: u32,
+    /// Client slot number.
+    #[arg(short = 'n', long = "client-slot", default_value_t = 0, global = true)]
+    client_slot: u32,
+    /// ATR presented to the modem until the bank card's arrives (hex, 2..55 bytes).
+    #[arg(short = 'a', long = "atr", default_value = "3b00", global = true)]
+    atr: String,
+    /// Keep presenting -a even when the bank sends the card's ATR.
+    #[arg(short = 'r', long = "atr-ignore-rspro", global = true)]
+    ignore_bank_atr: bool,
+    /// Script run on events (its first argument is the cause).
+    #[arg(short = 'e', long = "event-script", global = true)]
+    event_script: Option<String>,
+    /// libosmocore debug mask (accepted for compatibility).
+    #[arg(short = 'd', long = "debug", global = true)]
+    _debug: Option<String>,
+    /// Accepted for compatibility.
+    #[arg(short = 'L', long = "disable-color", global = true)]
+    _disable_color: bool,
+    /// Log filter.
+    #[arg(long, env = "REMSIM_LOG", default_value = "info", global = true)]
+    log_level: String,
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    /// Keep-alive: idle time after a PONG.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    keepalive_interval: Duration,
+    /// Keep-alive: how long a PING may go unanswered.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
+    keepalive_timeout: Duration,
+    #[command(subcommand)]
+    frontend: Frontend,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_new(&args.log_level).context("--log-level")?;
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+    }
+    let atr = hex::decode(args.atr.replace([' ', ':'], ""))
+        .ok()
+        .filter(|a| (2..=55).contains(&a.len()));
+    let Some(atr) = atr else {
+        bail!("ATR malformed: {:?} (2..55 bytes of hex)", args.atr);
+    };
+    let config = driver::Config {
+        server: format!("{}:{}", args.server_ip, args.server_port),
+        client: ClientSlot::new(args.client_id, args.client_slot),
+        identity: Identity::new(
+            ComponentType::RemsimClient,
+            rspro::pdu::host_name(),
+            "remsim-client",
+            env!("CARGO_PKG_VERSION"),
+        ),
+        atr,
+        ignore_bank_atr: args.ignore_bank_atr,
+        event_script: args.event_script.clone(),
+        keepalive: KeepaliveConfig {
+            interval: args.keepalive_interval,
+            timeout: args.keepalive_timeout,
+        },
+    };
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let frontend = match args.frontend {
+        Frontend::Shell => tokio::spawn(shell::run(cmd_rx, event_tx)),
+        Frontend::Vpcd { vpcd, apdu_timeout } => {
+            let config = vpcd::VpcdConfig {
+                addr: vpcd,
+                apdu_timeout,
+                retry: Duration::from_millis(500),
+            };
+            tokio::spawn(vpcd::run(config, cmd_rx, event_tx))
+        }
+    };
+    driver::run(config, cmd_tx, event_rx).await;
+    frontend.abort();
+    Ok(())
+}
