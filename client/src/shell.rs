@@ -67,11 +67,19 @@ async fn read_stdin(events: mpsc::UnboundedSender<ModemEvent>) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         match lines.next_line().await {
-            Ok(Some(line)) => match parse_line(&line) {
-                Some(Ok(event)) if events.send(event).is_err() => return,
-                Some(Ok(_)) | None => {}
-                Some(Err(message)) => eprintln!("{message}"),
-            },
+            Ok(Some(line)) => {
+                let delivered = match parse_line(&line) {
+                    Some(Ok(event)) => events.send(event).is_ok(),
+                    Some(Err(message)) => {
+                        eprintln!("{message}");
+                        true
+                    }
+                    None => true,
+                };
+                if !delivered {
+                    return;
+                }
+            }
             Ok(None) | Err(_) => {
                 eprintln!("STDIN was closed, terminating");
                 let _ = events.send(ModemEvent::Gone);
