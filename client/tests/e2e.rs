@@ -1,0 +1,265 @@
+//! End to end on 127.0.0.1 with real processes: our remsim-server, our
+//! remsim-bankd with soft SIMs and `remsim-client shell`. Map over gRPC,
+//! read EF_ICCID through the shell, unmap, remap to another card, and a
+//! server restart (kill -9) in the middle of traffic that the modem must
+//! not notice.
+//!
+//! Uses the workspace's other binaries from the same target directory
+//! (`cargo test --workspace` and `scripts/test` build them).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use remsim_api::v1 as pb;
+use remsim_api::v1::remsim_service_client::RemsimServiceClient;
+use rspro::testing::GUARD;
+use simcard::CardProfile;
+use simcard::card::default_atr;
+use simcard::fs::swapped_bcd;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn start_server(db: &std::path::Path, rspro: u16, api: u16) -> Proc {
+    Proc(
+        Command::new(sibling("remsim-server"))
+            .args([
+                "--rspro-listen",
+                &format!("127.0.0.1:{rspro}"),
+                "--api-listen",
+                &format!("127.0.0.1:{api}"),
+            ])
+            .arg("--db")
+            .arg(db)
+            .args(["--keepalive-interval", "1s", "--keepalive-timeout", "1s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts"),
+    )
+}
+
+async fn connect_api(port: u16) -> RemsimServiceClient<tonic::transport::Channel> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(c) = RemsimServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return c;
+        }
+        assert!(start.elapsed() < GUARD, "API not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Shell {
+    _proc: Proc,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl Shell {
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(GUARD)
+            .expect("a line from the shell")
+    }
+
+    /// Sends a C-APDU and returns the R-APDU as bytes.
+    fn apdu(&mut self, hex_apdu: &str) -> Vec<u8> {
+        writeln!(self.stdin, "{hex_apdu}").expect("stdin");
+        self.stdin.flush().expect("flush");
+        let line = self.line();
+        let bytes = line
+            .strip_prefix("R-APDU: ")
+            .unwrap_or_else(|| panic!("R-APDU expected, got {line:?}"));
+        hex::decode(bytes.replace(' ', "")).expect("hex")
+    }
+
+    fn expect_atr(&self, atr: &[u8]) {
+        let line = self.line();
+        let expected = format!(
+            "SET_ATR: {}",
+            atr.iter().map(|b| format!("{b:02x} ")).collect::<String>()
+        );
+        assert_eq!(line, expected);
+    }
+}
+
+fn create(bank: (u32, u32), client: (u32, u32)) -> pb::CreateSlotmapRequest {
+    pb::CreateSlotmapRequest {
+        bank: Some(pb::BankSlot {
+            bank_id: bank.0,
+            slot_nr: bank.1,
+        }),
+        client: Some(pb::ClientSlot {
+            client_id: client.0,
+            slot_nr: client.1,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn shell_reads_remote_cards_through_server_and_bankd() {
+    let dir = std::env::temp_dir().join(format!("client-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("remsim.db");
+    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
+    let mut server = start_server(&db, rspro, api_port);
+    let mut api = connect_api(api_port).await;
+    let _bankd = Proc(
+        Command::new(sibling("remsim-bankd"))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &rspro.to_string(),
+                "-b",
+                "1",
+                "-n",
+                "4",
+            ])
+            .args([
+                "-I",
+                "127.0.0.1",
+                "-P",
+                &bankd_port.to_string(),
+                "--backend",
+                "soft",
+            ])
+            .args(["--keepalive-interval", "1s", "--keepalive-timeout", "1s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bankd starts"),
+    );
+    // The bankd listens on a test port: tell clients so.
+    let endpoint = pb::SetBankEndpointRequest {
+        bank_id: 1,
+        endpoint: format!("127.0.0.1:{bankd_port}"),
+    };
+    api.set_bank_endpoint(endpoint.clone())
+        .await
+        .expect("endpoint");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-client"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &rspro.to_string(),
+            "-c",
+            "23",
+            "-n",
+            "0",
+        ])
+        .args([
+            "--keepalive-interval",
+            "1s",
+            "--keepalive-timeout",
+            "1s",
+            "shell",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client starts");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut shell = Shell {
+        _proc: Proc(child),
+        stdin,
+        lines,
+    };
+
+    // Map client 23:0 to bank slot 1:0 and read its ICCID.
+    api.create_slotmap(create((1, 0), (23, 0)))
+        .await
+        .expect("map");
+    shell.expect_atr(&[0x3B, 0x00]);
+    shell.expect_atr(&default_atr());
+    assert_eq!(shell.apdu("00a4000c022fe2"), vec![0x90, 0x00]);
+    let iccid = |n: u32| {
+        let mut r = swapped_bcd(&CardProfile::generated(n).iccid, 10);
+        r.extend_from_slice(&[0x90, 0x00]);
+        r
+    };
+    assert_eq!(shell.apdu("00b000000a"), iccid(1024));
+
+    // Unmap, then map the client to another card.
+    let by_bank = pb::DeleteSlotmapRequest {
+        key: Some(pb::delete_slotmap_request::Key::Bank(pb::BankSlot {
+            bank_id: 1,
+            slot_nr: 0,
+        })),
+    };
+    api.delete_slotmap(by_bank).await.expect("unmap");
+    api.create_slotmap(create((1, 1), (23, 0)))
+        .await
+        .expect("remap");
+    shell.expect_atr(&[0x3B, 0x00]);
+    shell.expect_atr(&default_atr());
+    assert_eq!(shell.apdu("00a4000c022fe2"), vec![0x90, 0x00]);
+    assert_eq!(shell.apdu("00b000000a"), iccid(1025));
+
+    // The server dies in the middle of traffic: the card keeps working...
+    server.0.kill().expect("kill -9");
+    server.0.wait().expect("reaped");
+    assert_eq!(shell.apdu("00b000000a"), iccid(1025));
+    // ...and comes back with its maps; the repeated configuration does not
+    // disturb the modem (no new SET_ATR, no reset).
+    let _server = start_server(&db, rspro, api_port);
+    let mut api = connect_api(api_port).await;
+    let start = std::time::Instant::now();
+    loop {
+        let clients = api
+            .list_clients(pb::ListClientsRequest {})
+            .await
+            .map(|r| r.into_inner().clients)
+            .unwrap_or_default();
+        if clients.iter().any(|c| !c.bankd.is_empty()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < GUARD,
+            "client not reconfigured after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shell.apdu("00b000000a"), iccid(1025));
+    assert!(shell.lines.try_recv().is_err(), "no other output");
+    let _ = std::fs::remove_dir_all(&dir);
+}
