@@ -23,6 +23,8 @@ pub struct Config {
     pub ignore_bank_atr: bool,
     pub event_script: Option<String>,
     pub keepalive: KeepaliveConfig,
+    /// USB path and interface of a SIMtrace2 frontend, for the event script.
+    pub usb: Option<(String, u8)>,
 }
 
 struct Driver {
@@ -237,6 +239,7 @@ impl Driver {
             vcc: status.and_then(|s| s.vcc_present),
             rst: status.map(|s| s.reset_active),
             clk: status.and_then(|s| s.clk_active),
+            usb: self.config.usb.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod frontend;
 mod main_fsm;
 mod script;
 mod shell;
+mod st2;
 mod vpcd;
 
 use std::time::Duration;
@@ -39,6 +40,38 @@ enum Frontend {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         apdu_timeout: Duration,
     },
+    /// A SIMtrace2-family card emulator on USB (osmo-remsim-client-st2).
+    Simtrace2 {
+        /// USB vendor id (hex).
+        #[arg(short = 'V', long = "usb-vendor", value_parser = hex_u16)]
+        vendor: Option<u16>,
+        /// USB product id (hex).
+        #[arg(short = 'P', long = "usb-product", value_parser = hex_u16)]
+        product: Option<u16>,
+        /// USB configuration (default 1, card emulation).
+        #[arg(short = 'C', long = "usb-config")]
+        config: Option<u8>,
+        /// Interface number (default: the first card-emulation interface).
+        #[arg(short = 'I', long = "usb-interface")]
+        interface: Option<u8>,
+        /// Alternate setting.
+        #[arg(short = 'S', long = "usb-altsetting", default_value_t = 0)]
+        altsetting: u8,
+        /// USB device address.
+        #[arg(short = 'A', long = "usb-address")]
+        address: Option<u8>,
+        /// USB path, e.g. 2-1.1.
+        #[arg(short = 'H', long = "usb-path")]
+        path: Option<String>,
+        /// Card-detect polarity towards the modem: 1 high when present, 0 low.
+        #[arg(short = 'Z', long = "set-sim-presence", value_parser = clap::value_parser!(u8).range(0..=1))]
+        presence: Option<u8>,
+    },
+}
+
+fn hex_u16(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("{text:?} is not a hex id"))
 }
 
 #[derive(Parser)]
@@ -139,11 +172,13 @@ async fn main() -> anyhow::Result<()> {
         atr,
         ignore_bank_atr: args.ignore_bank_atr,
         event_script: args.event_script.clone(),
+        usb: None,
         keepalive: KeepaliveConfig {
             interval: args.keepalive_interval,
             timeout: args.keepalive_timeout,
         },
     };
+    let mut config = config;
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let frontend = match args.frontend {
@@ -155,6 +190,39 @@ async fn main() -> anyhow::Result<()> {
                 retry: Duration::from_millis(500),
             };
             tokio::spawn(vpcd::run(config, cmd_rx, event_tx))
+        }
+        Frontend::Simtrace2 {
+            vendor,
+            product,
+            config: usb_config,
+            interface,
+            altsetting,
+            address,
+            path,
+            presence,
+        } => {
+            let selector = st2::usb::Selector {
+                vendor,
+                product,
+                config: usb_config,
+                interface,
+                altsetting,
+                address,
+                path,
+            };
+            let transport =
+                tokio::task::spawn_blocking(move || st2::usb::UsbTransport::open(&selector))
+                    .await
+                    .context("USB setup")??;
+            config.usb = Some((transport.path.clone(), transport.interface));
+            let transport: std::sync::Arc<dyn st2::transport::Transport> =
+                std::sync::Arc::new(transport);
+            tokio::spawn(st2::run(
+                transport,
+                presence.map(|p| p == 1),
+                cmd_rx,
+                event_tx,
+            ))
         }
     };
     driver::run(config, cmd_tx, event_rx).await;

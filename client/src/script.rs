@@ -43,6 +43,8 @@ pub struct ScriptEnv {
     pub vcc: Option<bool>,
     pub rst: Option<bool>,
     pub clk: Option<bool>,
+    /// SIMtrace2 only: USB path and interface.
+    pub usb: Option<(String, u8)>,
 }
 
 fn flag(v: Option<bool>) -> String {
@@ -75,6 +77,10 @@ pub fn run(script: &str, cause: &str, env: &ScriptEnv) {
         .env("REMSIM_SIM_RST", flag(env.rst))
         .env("REMSIM_SIM_CLK", flag(env.clk))
         .env("REMSIM_CAUSE", cause);
+    if let Some((path, interface)) = &env.usb {
+        cmd.env("REMSIM_USB_PATH", path)
+            .env("REMSIM_USB_INTERFACE", interface.to_string());
+    }
     cmd.stdin(Stdio::null()).kill_on_drop(false);
     match cmd.spawn() {
         Ok(mut child) => {

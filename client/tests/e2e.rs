@@ -168,6 +168,18 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         .await
         .expect("endpoint");
 
+    // The event script records each call: cause, client slot, bank slot.
+    let events = dir.join("events.log");
+    let script = dir.join("event-script.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $REMSIM_CAUSE $REMSIM_CLIENT_SLOT $REMSIM_BANKD_SLOT\" >> {}\n",
+            events.display()
+        ),
+    )
+    .expect("script");
+    let script_cmd = format!("sh {}", script.display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-client"))
         .args([
             "-i",
@@ -178,6 +190,8 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
             "23",
             "-n",
             "0",
+            "-e",
+            &script_cmd,
         ])
         .args([
             "--keepalive-interval",
@@ -261,5 +275,38 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
     }
     assert_eq!(shell.apdu("00b000000a"), iccid(1025));
     assert!(shell.lines.try_recv().is_err(), "no other output");
+    // RESET: a modem status change, which the script hears about.
+    writeln!(shell.stdin, "RESET").expect("stdin");
+    shell.stdin.flush().expect("flush");
+    shell.expect_atr(&default_atr());
+    let start = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&events).unwrap_or_default();
+        if log.contains("event-modem-status") {
+            break log;
+        }
+        assert!(start.elapsed() < GUARD, "script calls so far:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for cause in [
+        "event-server-connect",
+        "event-config-bankd",
+        "request-sim-remote",
+        "request-card-insert",
+        "request-modem-reset",
+        "event-bankd-connect",
+        "request-card-remove",
+        "request-sim-local",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{cause} {cause} 23:0 "))),
+            "{cause} missing:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("event-bankd-connect event-bankd-connect 23:0 1:1"),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
