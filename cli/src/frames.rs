@@ -16,7 +16,7 @@ use tokio_util::codec::Decoder;
 /// Bytes before the PDU in an RSPRO frame: LEN(2) PROTO(1) EXT(1).
 const RSPRO_PDU_OFFSET: usize = ipa::HEADER_LEN + 1;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct DecodeArgs {
     /// Frames as hex (spaces and colons ignored); read from stdin, one per
     /// line, when none are given. A line may hold several whole frames.
@@ -24,9 +24,12 @@ pub struct DecodeArgs {
     /// One JSON object per frame instead of text.
     #[arg(long)]
     json: bool,
+    /// Decode every IPA frame of the TCP streams in this capture instead.
+    #[arg(long, conflicts_with = "frames")]
+    pcap: Option<std::path::PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct EncodeArgs {
     /// A frame as JSON, e.g. '{"ipa":"ccm","ccm":"PING"}'; read from stdin,
     /// one object per line, when not given.
@@ -74,7 +77,7 @@ fn render(frame: &Frame, as_json: bool) -> Result<String, (usize, String)> {
 }
 
 /// A one-line human form: `PING`, or `rspro v2 tag 0 connectBankReq {...}`.
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     let get = |k: &str| value.get(k).cloned().unwrap_or(Value::Null);
     if get("ipa") == "ccm" {
         let mut s = get("ccm").as_str().unwrap_or("?").to_string();
@@ -148,7 +151,15 @@ fn decode_line(n: usize, line: &str, as_json: bool, out: &mut impl Write) -> io:
     Ok(ok)
 }
 
-pub fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
+pub fn decode(args: DecodeArgs, json_output: bool) -> anyhow::Result<ExitCode> {
+    let as_json = args.json || json_output;
+    if let Some(path) = &args.pcap {
+        return Ok(match crate::pcap::decode(path, as_json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(f) => f.exit(),
+        });
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut all_ok = true;
@@ -159,7 +170,7 @@ pub fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         n += 1;
-        all_ok &= decode_line(n, trimmed, args.json, &mut out)?;
+        all_ok &= decode_line(n, trimmed, as_json, &mut out)?;
     }
     Ok(if all_ok {
         ExitCode::SUCCESS

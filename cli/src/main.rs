@@ -1,42 +1,133 @@
-//! `remsimctl`: the remsim command line. For now the offline RSPRO tools
-//! (`decode`, `encode`); management commands arrive with the server.
+//! `remsimctl`: the remsim command line. Manages a remsim-server over gRPC
+//! (banks, clients, slot maps, reset, endpoints, watch, CSV import and
+//! export) and works offline on RSPRO frames (`decode`, `encode`, also
+//! from pcap captures). Tables for people, `-o json` for scripts.
 
+mod api;
+mod csv_io;
 mod frames;
+mod manage;
+mod output;
+mod pcap;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use rspro::keepalive::parse_duration;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 invalid input, 3 not found, 4 conflict (already exists, or an import with failures), 5 server unreachable.";
 
 #[derive(Parser)]
-#[command(
-    name = "remsimctl",
-    version,
-    about = "Operate and inspect remsim (remote SIM)"
-)]
+#[command(name = "remsimctl", version, about = "Operate and inspect remsim (remote SIM)", after_help = EXIT_CODES)]
 struct Cli {
+    /// The server's management API.
+    #[arg(
+        long,
+        global = true,
+        env = "REMSIM_SERVER",
+        default_value = "http://127.0.0.1:9997"
+    )]
+    server: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    /// How long to wait for the connection.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// How long to wait for each answer.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decode IPA frames (RSPRO and CCM) given as hex, one frame per line.
+    /// SIM banks (bankds).
+    #[command(subcommand)]
+    Bank(manage::BankCmd),
+    /// Clients (modems).
+    #[command(subcommand)]
+    Client(manage::ClientCmd),
+    /// Slot maps: which bank slot serves which client slot.
+    #[command(subcommand)]
+    Slotmap(manage::SlotmapCmd),
+    /// Deletes every slot map (asks first unless --yes).
+    Reset {
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Prints changes of banks, clients and slot maps until Ctrl-C.
+    Watch {
+        /// Do not start with the current state.
+        #[arg(long)]
+        no_snapshot: bool,
+    },
+    /// Decodes IPA frames (RSPRO and CCM) given as hex, or from a pcap capture.
     Decode(frames::DecodeArgs),
-    /// Encode frames given as JSON into IPA frames in hex.
+    /// Encodes frames given as JSON into IPA frames in hex.
     Encode(frames::EncodeArgs),
+    /// Prints a shell completion script.
+    Completions { shell: Shell },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Decode(args) => frames::decode(args),
-        Command::Encode(args) => frames::encode(args),
+async fn manage(cli: Cli) -> Result<(), api::Failure> {
+    // Streams (watch) have no per-request deadline.
+    let timeout = match cli.command {
+        Command::Watch { .. } => None,
+        _ => Some(cli.timeout),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("remsimctl: {e:#}");
-            ExitCode::from(2)
+    let client = api::connect(&cli.server, cli.connect_timeout, timeout).await?;
+    let mut ctx = manage::Ctx {
+        client,
+        json: cli.output == Output::Json,
+    };
+    match cli.command {
+        Command::Bank(cmd) => manage::bank_cmd(&mut ctx, cmd).await,
+        Command::Client(cmd) => manage::client_cmd(&mut ctx, cmd).await,
+        Command::Slotmap(cmd) => manage::slotmap_cmd(&mut ctx, cmd).await,
+        Command::Reset { yes } => manage::reset(&mut ctx, yes).await,
+        Command::Watch { no_snapshot } => manage::watch(&mut ctx, !no_snapshot).await,
+        Command::Decode(_) | Command::Encode(_) | Command::Completions { .. } => Ok(()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let offline = match &cli.command {
+        Command::Decode(args) => Some(frames::decode(args.clone(), cli.output == Output::Json)),
+        Command::Encode(args) => Some(frames::encode(args.clone())),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "remsimctl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
         }
+        _ => None,
+    };
+    if let Some(result) = offline {
+        return match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("remsimctl: {e:#}");
+                ExitCode::from(api::EXIT_INVALID)
+            }
+        };
+    }
+    match manage(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.exit(),
     }
 }

@@ -1,0 +1,133 @@
+//! `remsimctl decode --pcap`: a capture written here (Ethernet, IPv4, TCP)
+//! with frames of the C reference session split and merged across segments,
+//! a retransmission, and a second stream that is not IPA.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use etherparse::PacketBuilder;
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use serde_json::Value;
+
+const CLIENT: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+const SERVER: ([u8; 4], u16) = ([127, 0, 0, 1], 9998);
+const CONNECT_CLIENT_REQ: &str = "0039ee073036800102810100a22ea22c30220a0100160773696d686f7374800d72656d73696d2d636c69656e748105312e302e303006020117020100";
+const CONNECT_CLIENT_RES: &str = "0038ee07303580010281020926a22ca32a30250a0101160a6669786d652d6e616d65800d72656d73696d2d7365727665728105312e302e300a0100";
+
+fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([0; 6], [0; 6])
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, seq, 65535);
+    let b = if syn { b.syn() } else { b.psh().ack(1) };
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("packet");
+    out
+}
+
+fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
+    let file = std::fs::File::create(path).expect("pcap file");
+    let mut w = PcapWriter::new(file).expect("writer");
+    for (i, p) in packets.iter().enumerate() {
+        let ts = Duration::from_millis(1_000_000 + 10 * i as u64);
+        w.write_packet(&PcapPacket::new(ts, p.len() as u32, p))
+            .expect("write");
+    }
+}
+
+fn h(s: &str) -> Vec<u8> {
+    hex::decode(s).expect("hex")
+}
+
+#[test]
+fn decodes_the_rspro_streams_of_a_capture() {
+    let dir = std::env::temp_dir().join(format!("remsimctl-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let req = [h("0001fe00"), h(CONNECT_CLIENT_REQ)].concat();
+    let res = [h("0001fe01"), h(CONNECT_CLIENT_RES)].concat();
+    let (a, b) = res.split_at(20);
+    let packets = vec![
+        tcp(CLIENT, SERVER, 1000, true, &[]),
+        tcp(SERVER, CLIENT, 5000, true, &[]),
+        // PING and ConnectClientReq in one segment.
+        tcp(CLIENT, SERVER, 1001, false, &req),
+        // PONG and ConnectClientRes over two segments, the second retransmitted.
+        tcp(SERVER, CLIENT, 5001, false, a),
+        tcp(SERVER, CLIENT, 5001 + a.len() as u32, false, b),
+        tcp(SERVER, CLIENT, 5001 + a.len() as u32, false, b),
+    ];
+    let clean = dir.join("rspro.pcap");
+    write_pcap(&clean, &packets);
+    let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
+        .args(["decode", "--pcap"])
+        .arg(&clean)
+        .args(["-o", "json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let what: Vec<String> = lines
+        .iter()
+        .map(|v| match v["ipa"].as_str() {
+            Some("ccm") => v["ccm"].as_str().unwrap_or("?").to_string(),
+            _ => v["msg"]
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_default(),
+        })
+        .collect();
+    assert_eq!(
+        what,
+        ["PING", "connectClientReq", "PONG", "connectClientRes"]
+    );
+    assert!(lines.iter().all(|v| v["stream"] == 0));
+    assert_eq!(
+        (lines[0]["src"].as_str(), lines[0]["dst"].as_str()),
+        (Some("127.0.0.1:40000"), Some("127.0.0.1:9998"))
+    );
+    assert_eq!(lines[3]["src"], "127.0.0.1:9998");
+    assert_eq!(lines[3]["msg"]["connectClientRes"]["result"], "ok");
+    let times: Vec<f64> = lines
+        .iter()
+        .map(|v| v["time"].as_f64().expect("time"))
+        .collect();
+    // The PONG completes with the first segment, the response with the second.
+    assert_eq!(times, [0.02, 0.02, 0.03, 0.04]);
+
+    // Text output, and a stream that is not IPA: reported, exit code 1.
+    let mut mixed = packets.clone();
+    mixed.push(tcp(
+        ([127, 0, 0, 1], 41000),
+        ([127, 0, 0, 1], 80),
+        1,
+        false,
+        b"GET / HTTP/1.1\r\n\r\n",
+    ));
+    let path = dir.join("mixed.pcap");
+    write_pcap(&path, &mixed);
+    let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
+        .args(["decode", "--pcap"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        text.lines().any(|l| l
+            .contains("#0 127.0.0.1:9998 -> 127.0.0.1:40000 rspro v2 tag 2342 connectClientRes")),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("#1 127.0.0.1:41000 -> 127.0.0.1:80: not IPA")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
