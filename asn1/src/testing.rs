@@ -139,3 +139,155 @@ pub fn c_frames(vectors: &str, message: &str, direction: &str) -> Vec<String> {
     assert!(!frames.is_empty(), "no C frame for {message} {direction}");
     frames
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed when dropped, however the test ends.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a program with its output discarded.
+pub fn spawn_quiet(path: &std::path::Path, args: &[&str]) -> Proc {
+    let child = std::process::Command::new(path)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Proc(child)
+}
+
+/// Another binary of the workspace, from the test's own target directory
+/// (`cargo test --workspace` builds them all before running tests).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A private pcscd with the vsmartcard vpcd driver, for tests that need a
+/// real PC/SC stack: pcscd's socket path and vpcd's ports are fixed, so each
+/// such test runs in its own mount and network namespace (as root).
+pub mod pcscd {
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::Proc;
+
+    pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+    const SOCKET: &str = "/run/pcscd/pcscd.comm";
+
+    fn run(cmd: &str, args: &[&str]) {
+        let status = Command::new(cmd)
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert!(status.success(), "{cmd} {args:?}: {status}");
+    }
+
+    /// Returns true inside the namespace, where the caller runs its body.
+    /// Outside, it re-runs `test` (an exact test name) under `unshare` with
+    /// `inner_env` set, asserts that it passed, and returns false. The inner
+    /// run's output is shown only on failure, so that the harness counts the
+    /// test once.
+    pub fn in_namespace(test: &str, inner_env: &str) -> bool {
+        if std::env::var_os(inner_env).is_some() {
+            return true;
+        }
+        for tool in ["pcscd", "unshare", "ip", "mount", "timeout"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                found,
+                "{tool} is missing: install pcscd, vsmartcard-vpcd and iproute2 (see .ci/run)"
+            );
+        }
+        assert!(
+            Path::new(VPCD_DRIVER).exists(),
+            "{VPCD_DRIVER} is missing: install vsmartcard-vpcd"
+        );
+        let exe = std::env::current_exe().expect("test binary");
+        let out = Command::new("timeout")
+            .args(["120", "unshare", "-m", "-n", "--propagation", "private"])
+            .arg(exe)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(inner_env, "1")
+            .output()
+            .expect("unshare runs");
+        assert!(
+            out.status.success(),
+            "the test inside the namespace failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        false
+    }
+
+    /// Inside the namespace: a tmpfs on /run/pcscd, loopback up, and pcscd
+    /// with vpcd (readers "Virtual PCD 00 00" and "00 01" on ports 35963
+    /// and 35964), logging to `dir/log_name`. Refuses to touch the host's /run.
+    pub fn start(dir: &Path, log_name: &str) -> Proc {
+        assert!(
+            std::fs::read_link("/proc/self/ns/mnt").ok()
+                != std::fs::read_link("/proc/1/ns/mnt").ok(),
+            "refusing to mount over the host's /run/pcscd"
+        );
+        if !Path::new("/run/pcscd").join(".remsim-test").exists() {
+            run("mkdir", &["-p", "/run/pcscd"]);
+            run("mount", &["-t", "tmpfs", "tmpfs", "/run/pcscd"]);
+            run("touch", &["/run/pcscd/.remsim-test"]);
+            run("ip", &["link", "set", "lo", "up"]);
+        }
+        let conf = dir.join("reader.conf.d");
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        std::fs::write(
+            conf.join("vpcd"),
+            format!("FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x8C7B\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"),
+        )
+        .expect("reader conf");
+        let _ = std::fs::remove_file(SOCKET);
+        let log = std::fs::File::create(dir.join(log_name)).expect("pcscd log");
+        let child = Command::new("pcscd")
+            .args(["-f", "-d", "-c"])
+            .arg(&conf)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("pcscd starts");
+        let started = Instant::now();
+        while !Path::new(SOCKET).exists() {
+            assert!(
+                started.elapsed() < super::GUARD,
+                "pcscd's socket did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Proc(child)
+    }
+}

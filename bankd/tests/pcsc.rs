@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use rspro::testing::pcscd;
 use rspro::{BankSlot, ClientSlot, Msg, ResultCode, RsproPdu, SlotPhysStatus};
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;
@@ -18,7 +17,6 @@ use simcard::vpcd::{self, Retry};
 use simcard::{CardProfile, SimCard};
 
 const INNER: &str = "REMSIM_BANKD_PCSC_TEST_INNER";
-const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 const B0: BankSlot = BankSlot {
     bank_id: 1,
     slot_nr: 0,
@@ -32,47 +30,6 @@ fn h(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
 }
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(status.success(), "{cmd} {args:?}: {status}");
-}
-
-fn start_pcscd(dir: &Path) -> Kill {
-    let conf = dir.join("reader.conf.d");
-    std::fs::create_dir_all(&conf).expect("conf dir");
-    std::fs::write(
-        conf.join("vpcd"),
-        format!("FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x8C7B\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"),
-    )
-    .expect("reader conf");
-    let log = std::fs::File::create(dir.join("pcscd.log")).expect("log");
-    let child = Command::new("pcscd")
-        .args(["-f", "-d", "-c"])
-        .arg(&conf)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("pcscd starts");
-    let start = std::time::Instant::now();
-    while !Path::new("/run/pcscd/pcscd.comm").exists() {
-        assert!(start.elapsed() < GUARD, "pcscd socket missing");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Kill(child)
-}
-
 /// Serves a soft SIM to vpcd slot `slot` until the task is aborted.
 fn insert_card(slot: u16, profile: CardProfile) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -83,16 +40,9 @@ fn insert_card(slot: u16, profile: CardProfile) -> tokio::task::JoinHandle<()> {
 }
 
 async fn inside_namespace() {
-    assert!(
-        std::fs::read_link("/proc/self/ns/mnt").ok() != std::fs::read_link("/proc/1/ns/mnt").ok(),
-        "refusing to mount over the host's /run/pcscd"
-    );
-    run("mkdir", &["-p", "/run/pcscd"]);
-    run("mount", &["-t", "tmpfs", "tmpfs", "/run/pcscd"]);
-    run("ip", &["link", "set", "lo", "up"]);
     let dir = std::env::temp_dir().join(format!("bankd-pcsc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let _pcscd = start_pcscd(&dir);
+    let _pcscd = pcscd::start(&dir, "pcscd.log");
     let profiles = CardProfile::generate(0, 2);
     let mut card0 = insert_card(0, profiles[0].clone());
     let _card1 = insert_card(1, profiles[1].clone());
@@ -199,43 +149,8 @@ async fn until_connected(bankd: &Bankd) -> (Peer, ResultCode) {
 
 #[test]
 fn bankd_serves_cards_from_a_real_pcscd() {
-    if std::env::var_os(INNER).is_some() {
+    if pcscd::in_namespace("bankd_serves_cards_from_a_real_pcscd", INNER) {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        return rt.block_on(inside_namespace());
+        rt.block_on(inside_namespace());
     }
-    for tool in ["pcscd", "unshare", "ip", "mount", "timeout"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} is missing: install pcscd, vsmartcard-vpcd and iproute2 (see .ci/run)"
-        );
-    }
-    assert!(
-        Path::new(VPCD_DRIVER).exists(),
-        "{VPCD_DRIVER} is missing: install vsmartcard-vpcd"
-    );
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new("timeout")
-        .args(["120", "unshare", "-m", "-n", "--propagation", "private"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "bankd_serves_cards_from_a_real_pcscd",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(INNER, "1")
-        .output()
-        .expect("unshare runs");
-    assert!(
-        out.status.success(),
-        "the test inside the namespace failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -5,43 +5,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use rspro::testing::{GUARD, Peer};
+use rspro::testing::{GUARD, Peer, Proc, free_port, workspace_binary};
 use rspro::{ClientSlot, ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let path = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
 
 struct Setup {
     _server: Proc,
@@ -61,7 +30,7 @@ async fn setup(tag: &str) -> Setup {
     std::fs::create_dir_all(&dir).expect("dir");
     let (rspro, api) = (free_port(), free_port());
     let server = Proc(
-        Command::new(sibling("remsim-server"))
+        Command::new(workspace_binary("remsim-server"))
             .args([
                 "--rspro-listen",
                 &format!("127.0.0.1:{rspro}"),

@@ -8,49 +8,20 @@
 //! (`cargo test --workspace` and `scripts/test` build them).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use rspro::testing::GUARD;
+use rspro::testing::{GUARD, Proc, free_port, workspace_binary};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 fn start_server(db: &std::path::Path, rspro: u16, api: u16) -> Proc {
     Proc(
-        Command::new(sibling("remsim-server"))
+        Command::new(workspace_binary("remsim-server"))
             .args([
                 "--rspro-listen",
                 &format!("127.0.0.1:{rspro}"),
@@ -134,7 +105,7 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
     let mut server = start_server(&db, rspro, api_port);
     let mut api = connect_api(api_port).await;
     let _bankd = Proc(
-        Command::new(sibling("remsim-bankd"))
+        Command::new(workspace_binary("remsim-bankd"))
             .args([
                 "-i",
                 "127.0.0.1",

@@ -6,60 +6,19 @@
 //! iproute2 (`.ci/run` installs them).
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pcsc::{Context, Protocols, Scope, ShareMode};
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
+use rspro::testing::{pcscd, spawn_quiet, workspace_binary};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::{USIM_AID, encode_imsi, swapped_bcd};
 
 const INNER: &str = "REMSIM_CLIENT_VPCD_TEST_INNER";
-const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 const GUARD: Duration = Duration::from_secs(20);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace first",
-        path.display()
-    );
-    path
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(status.success(), "{cmd} {args:?}: {status}");
-}
-
-fn spawn(path: &Path, args: &[&str]) -> Proc {
-    Proc(
-        Command::new(path)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starts"),
-    )
-}
 
 fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -80,38 +39,14 @@ fn tx(card: &pcsc::Card, apdu: &str) -> Vec<u8> {
 }
 
 fn inside_namespace() {
-    assert!(
-        std::fs::read_link("/proc/self/ns/mnt").ok() != std::fs::read_link("/proc/1/ns/mnt").ok(),
-        "refusing to mount over the host's /run/pcscd"
-    );
-    run("mkdir", &["-p", "/run/pcscd"]);
-    run("mount", &["-t", "tmpfs", "tmpfs", "/run/pcscd"]);
-    run("ip", &["link", "set", "lo", "up"]);
     let dir = std::env::temp_dir().join(format!("client-vpcd-{}", std::process::id()));
-    let conf = dir.join("reader.conf.d");
-    std::fs::create_dir_all(&conf).expect("dir");
-    std::fs::write(
-        conf.join("vpcd"),
-        format!("FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x8C7B\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"),
-    )
-    .expect("conf");
-    let _pcscd = Proc(
-        Command::new("pcscd")
-            .args(["-f", "-c"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pcscd"),
-    );
-    until("pcscd", || {
-        Path::new("/run/pcscd/pcscd.comm").exists().then_some(())
-    });
+    std::fs::create_dir_all(&dir).expect("dir");
+    let _pcscd = pcscd::start(&dir, "pcscd.log");
 
     let db = dir.join("remsim.db");
     let db = db.to_string_lossy();
-    let _server = spawn(
-        &sibling("remsim-server"),
+    let _server = spawn_quiet(
+        &workspace_binary("remsim-server"),
         &[
             "--rspro-listen",
             "127.0.0.1:9998",
@@ -121,8 +56,8 @@ fn inside_namespace() {
             &db,
         ],
     );
-    let _bankd = spawn(
-        &sibling("remsim-bankd"),
+    let _bankd = spawn_quiet(
+        &workspace_binary("remsim-bankd"),
         &[
             "-i",
             "127.0.0.1",
@@ -136,7 +71,7 @@ fn inside_namespace() {
             "soft",
         ],
     );
-    let _client = spawn(
+    let _client = spawn_quiet(
         Path::new(env!("CARGO_BIN_EXE_remsim-client")),
         &["-i", "127.0.0.1", "-c", "23", "-n", "0", "vpcd"],
     );
@@ -190,42 +125,7 @@ fn inside_namespace() {
 
 #[test]
 fn pcsc_application_reads_the_remote_sim_through_vpcd() {
-    if std::env::var_os(INNER).is_some() {
-        return inside_namespace();
+    if pcscd::in_namespace("pcsc_application_reads_the_remote_sim_through_vpcd", INNER) {
+        inside_namespace();
     }
-    for tool in ["pcscd", "unshare", "ip", "mount", "timeout"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} is missing: install pcscd, vsmartcard-vpcd and iproute2 (see .ci/run)"
-        );
-    }
-    assert!(
-        Path::new(VPCD_DRIVER).exists(),
-        "{VPCD_DRIVER} is missing: install vsmartcard-vpcd"
-    );
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new("timeout")
-        .args(["120", "unshare", "-m", "-n", "--propagation", "private"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "pcsc_application_reads_the_remote_sim_through_vpcd",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(INNER, "1")
-        .output()
-        .expect("unshare runs");
-    assert!(
-        out.status.success(),
-        "the test inside the namespace failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -12,14 +12,7 @@ use rspro::{BankSlot, ClientSlot, ComponentType, Identity, Msg, ResultCode, Rspr
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-pub use rspro::testing::{GUARD, Peer};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use rspro::testing::{GUARD, Peer, free_port};
 
 pub fn c_frames(message: &str, direction: &str) -> Vec<String> {
     let path = concat!(

@@ -88,6 +88,7 @@ mod tests {
     use super::fake::FakeCardem;
     use super::*;
     use rspro::SlotPhysStatus;
+    use rspro::testing::{Proc, free_port, workspace_binary};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -223,38 +224,6 @@ mod tests {
     const STATUS_VCC_PRESENT_FLAGS: u32 = STATUS_VCC_PRESENT | STATUS_CLK_ACTIVE;
     use super::proto::{STATUS_CLK_ACTIVE, STATUS_RESET_ACTIVE, STATUS_VCC_PRESENT};
 
-    /// A process of the workspace, from the same target directory.
-    fn sibling(name: &str) -> std::path::PathBuf {
-        let exe = std::env::current_exe().expect("test binary");
-        let path = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join(name);
-        assert!(
-            path.exists(),
-            "{} missing: build the workspace first (cargo build --workspace)",
-            path.display()
-        );
-        path
-    }
-
-    struct Proc(std::process::Child);
-
-    impl Drop for Proc {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port")
-    }
-
     /// The whole client (main state machine, links, this frontend) with the
     /// fake card emulator, against our server and bankd (soft SIMs): the
     /// modem reads the remote card with T=0 TPDUs.
@@ -266,7 +235,7 @@ mod tests {
         let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
         let quiet = || std::process::Stdio::null();
         let _server = Proc(
-            std::process::Command::new(sibling("remsim-server"))
+            std::process::Command::new(workspace_binary("remsim-server"))
                 .args([
                     "--rspro-listen",
                     &format!("127.0.0.1:{rspro}"),
@@ -281,7 +250,7 @@ mod tests {
                 .expect("server"),
         );
         let _bankd = Proc(
-            std::process::Command::new(sibling("remsim-bankd"))
+            std::process::Command::new(workspace_binary("remsim-bankd"))
                 .args([
                     "-i",
                     "127.0.0.1",

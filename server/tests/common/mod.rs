@@ -14,14 +14,7 @@ use remsim_api::v1::remsim_service_client::RemsimServiceClient;
 use rspro::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use tonic::transport::Channel;
 
-pub use rspro::testing::{GUARD, Peer};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use rspro::testing::{GUARD, Peer, free_port};
 
 /// A scratch directory removed at the end.
 pub struct TempDir(pub PathBuf);
