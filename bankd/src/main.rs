@@ -18,16 +18,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use remsim_daemon::LogFormat;
 use rspro::client_link::ClientLinkConfig;
 use rspro::keepalive::{KeepaliveConfig, parse_duration};
 use rspro::reconnect::ReconnectConfig;
 use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
 use simcard::CardProfile;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum BackendKind {
@@ -35,12 +34,6 @@ enum BackendKind {
     Pcsc,
     /// One soft SIM per slot (demos and tests).
     Soft,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `-G`: a slot number of this bank, or BANK:SLOT.
@@ -187,17 +180,7 @@ fn backend(args: &Args) -> anyhow::Result<card::Backend> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_new(log_filter(&args.log_level)).context("-e/--log-level")?;
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
+    remsim_daemon::init_logging(&log_filter(&args.log_level), args.log_format)?;
     if args.debug_mask.is_some() {
         info!("-d is accepted for compatibility; use -e to set the log level");
     }
@@ -269,7 +252,8 @@ async fn main() -> anyhow::Result<()> {
         identify_timeout: args.identify_timeout,
         retry: args.card_retry,
     });
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let shutdown = remsim_daemon::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -278,8 +262,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => warn!(error = %e, "accept failed"),
             },
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            signal = &mut shutdown => {
+                signal?;
+                break;
+            }
         }
     }
     info!("shutting down");

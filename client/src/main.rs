@@ -15,17 +15,11 @@ mod vpcd;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand};
+use remsim_daemon::LogFormat;
 use rspro::keepalive::{KeepaliveConfig, parse_duration};
 use rspro::{ClientSlot, ComponentType, Identity};
 use tokio::sync::mpsc;
-use tracing_subscriber::EnvFilter;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 #[derive(Subcommand)]
 enum Frontend {
@@ -142,18 +136,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_new(&args.log_level).context("--log-level")?;
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init(),
-    }
+    remsim_daemon::init_logging(&args.log_level, args.log_format)?;
     let atr = hex::decode(args.atr.replace([' ', ':'], ""))
         .ok()
         .filter(|a| (2..=55).contains(&a.len()));

@@ -16,20 +16,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
+use remsim_daemon::LogFormat;
 use rspro::keepalive::{KeepaliveConfig, parse_duration};
 use rspro::{ComponentType, Identity};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DbSync {
@@ -89,29 +82,10 @@ fn identity() -> Identity {
     )
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_new(&args.log_level).context("--log-level")?;
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
+    remsim_daemon::init_logging(&args.log_level, args.log_format)?;
 
     let store = store::Store::open(&args.db, matches!(args.db_sync, DbSync::Full)).await?;
     let loaded = store.load().await?;
@@ -179,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         });
     let grpc_task = tokio::spawn(grpc);
 
-    shutdown_signal().await?;
+    remsim_daemon::shutdown_signal().await?;
     info!("shutting down");
     health
         .set_not_serving::<RemsimServiceServer<grpc::Api>>()

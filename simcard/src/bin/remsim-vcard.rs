@@ -5,18 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use remsim_daemon::LogFormat;
 use simcard::vpcd::{self, Retry};
 use simcard::{CardProfile, SimCard, profile};
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +36,9 @@ struct Args {
     /// Print the cards' profiles as TOML and exit.
     #[arg(long)]
     print_profiles: bool,
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, env = "REMSIM_LOG", default_value = "info")]
+    log_level: String,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -69,17 +65,7 @@ fn cards(args: &Args) -> anyhow::Result<Vec<CardProfile>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
+    remsim_daemon::init_logging(&args.log_level, args.log_format)?;
     let cards = cards(&args)?;
     if args.print_profiles {
         print!("{}", profile::to_toml(&cards));
@@ -91,11 +77,7 @@ async fn main() -> anyhow::Result<()> {
         let mut card = SimCard::new(profile).context("card profile")?;
         tokio::spawn(async move { vpcd::run(&addr, &mut card, Retry::default()).await });
     }
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    remsim_daemon::shutdown_signal().await?;
     info!("shutting down");
     Ok(())
 }
