@@ -308,11 +308,13 @@ impl Driver {
                     return Some(ClientEvent::Disconnect);
                 }
                 self.peer = Some(identity.clone());
-                if !result.is_ok() {
+                self.result = result;
+                let ok = result.is_ok() || self.config.tolerate.contains(&result);
+                if !ok {
                     info!(peer = %self.config.peer, %result, "Connect*Res refused");
                     self.emit(ClientLinkEvent::Refused { result }).await;
                 }
-                Some(ClientEvent::ConnectRes { ok: result.is_ok() })
+                Some(ClientEvent::ConnectRes { ok })
             }
             _ => None,
         }

@@ -408,3 +408,59 @@ async fn wrong_peer_type_stops_the_link() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn tolerated_results_keep_the_link_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = link_config(
+        addr.to_string(),
+        ComponentType::RemsimBankd,
+        Duration::from_millis(10),
+    );
+    config.tolerate = vec![ResultCode::CardNotPresent];
+    // This peer does not answer PINGs; keep-alive must not be what ends the link here.
+    config.keepalive = KeepaliveConfig {
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(10),
+    };
+    let mut link = ClientLink::spawn(config);
+    let (stream, _) = timeout(GUARD, listener.accept())
+        .await
+        .expect("connects")
+        .expect("accept");
+    let mut bankd = RawPeer {
+        stream,
+        buf: BytesMut::new(),
+    };
+    bankd.recv_pdu().await;
+    let id = Identity::new(ComponentType::RemsimBankd, "b", "remsim-bankd", "test");
+    bankd
+        .send_pdu(&RsproPdu::connect_client_res(
+            id,
+            ResultCode::CardNotPresent,
+        ))
+        .await;
+    let ClientLinkEvent::Connected { result, .. } = next_event(&mut link).await else {
+        panic!("Connected expected")
+    };
+    assert_eq!(result, ResultCode::CardNotPresent);
+    assert_eq!(link.state(), ClientState::Connected);
+    // The card comes later; the link carries it without reconnecting.
+    bankd
+        .send_pdu(&RsproPdu::set_atr_req(
+            rspro::ClientSlot::new(23, 0),
+            vec![0x3B, 0x00],
+        ))
+        .await;
+    assert!(matches!(
+        next_event(&mut link).await,
+        ClientLinkEvent::Pdu(_)
+    ));
+    assert!(
+        timeout(Duration::from_millis(300), listener.accept())
+            .await
+            .is_err(),
+        "no reconnect"
+    );
+}
