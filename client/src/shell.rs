@@ -9,7 +9,7 @@ use std::io::Write;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::frontend::{FrontendCmd, ModemEvent, power_off};
+use crate::frontend::{FrontendCmd, ModemEvent, power_off, power_on};
 
 /// The largest C-APDU a line may hold.
 const MAX_APDU: usize = 1024;
@@ -20,17 +20,25 @@ pub fn format_bytes(bytes: &[u8]) -> String {
 }
 
 /// One input line: `RESET`, a C-APDU in hex (blanks allowed), or an error.
-pub fn parse_line(line: &str) -> Option<Result<ModemEvent, String>> {
+/// `RESET` is a full power cycle, off then on: with the off edge alone a
+/// second `RESET` would not change the bankd's last-known VCC and so would
+/// not reset the card (the C shell's behaviour, spec §6.6 and §5.8).
+pub fn parse_line(line: &str) -> Option<Result<Vec<ModemEvent>, String>> {
     let text = line.trim();
     if text.is_empty() {
         return None;
     }
     if text.eq_ignore_ascii_case("RESET") {
-        return Some(Ok(ModemEvent::Status(power_off())));
+        return Some(Ok(vec![
+            ModemEvent::Status(power_off()),
+            ModemEvent::Status(power_on()),
+        ]));
     }
     let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     match hex::decode(&digits) {
-        Ok(apdu) if !apdu.is_empty() && apdu.len() <= MAX_APDU => Some(Ok(ModemEvent::Tpdu(apdu))),
+        Ok(apdu) if !apdu.is_empty() && apdu.len() <= MAX_APDU => {
+            Some(Ok(vec![ModemEvent::Tpdu(apdu)]))
+        }
         _ => Some(Err(format!("ERROR parsing C-APDU `{text}'!"))),
     }
 }
@@ -69,7 +77,7 @@ async fn read_stdin(events: mpsc::UnboundedSender<ModemEvent>) {
         match lines.next_line().await {
             Ok(Some(line)) => {
                 let delivered = match parse_line(&line) {
-                    Some(Ok(event)) => events.send(event).is_ok(),
+                    Some(Ok(batch)) => batch.into_iter().all(|event| events.send(event).is_ok()),
                     Some(Err(message)) => {
                         eprintln!("{message}");
                         true
@@ -97,15 +105,20 @@ mod tests {
     fn lines_as_the_c_shell_reads_them() {
         assert_eq!(
             parse_line("00a4000c023f00"),
-            Some(Ok(ModemEvent::Tpdu(vec![0, 0xa4, 0, 0x0c, 2, 0x3f, 0])))
+            Some(Ok(vec![ModemEvent::Tpdu(vec![
+                0, 0xa4, 0, 0x0c, 2, 0x3f, 0
+            ])]))
         );
         assert_eq!(
             parse_line(" 00 b0 00 00 0a \r"),
-            Some(Ok(ModemEvent::Tpdu(vec![0, 0xb0, 0, 0, 0x0a])))
+            Some(Ok(vec![ModemEvent::Tpdu(vec![0, 0xb0, 0, 0, 0x0a])]))
         );
         assert_eq!(
             parse_line("reset"),
-            Some(Ok(ModemEvent::Status(power_off())))
+            Some(Ok(vec![
+                ModemEvent::Status(power_off()),
+                ModemEvent::Status(power_on())
+            ]))
         );
         assert_eq!(parse_line("   "), None);
         assert_eq!(

@@ -140,13 +140,24 @@ async fn c_server_and_c_bankd_see_the_c_client_exchange() {
         .send_raw(&frame("tpduCardToModem", "bankd -> client"))
         .await;
     assert_eq!(next_line(), "R-APDU: 61 0c ");
-    // RESET: the C client's ClientSlotStatusInd.
-    writeln!(stdin, "RESET").expect("stdin");
-    stdin.flush().expect("flush");
-    assert_eq!(
-        bankd.recv_frame_hex().await,
-        hex::encode(frame("clientSlotStatusInd", "client -> bankd"))
-    );
+    // RESET: the C client's ClientSlotStatusInd (power off), then power on,
+    // so that every RESET, not only the first, is an edge the bankd acts on.
+    let off = frame("clientSlotStatusInd", "client -> bankd");
+    let Msg::ClientSlotStatusInd(off_ind) = pdu_of(&off).msg else {
+        panic!("vector is a ClientSlotStatusInd")
+    };
+    for _ in 0..2 {
+        writeln!(stdin, "RESET").expect("stdin");
+        stdin.flush().expect("flush");
+        assert_eq!(bankd.recv_frame_hex().await, hex::encode(&off));
+        let Msg::ClientSlotStatusInd(on) = bankd.recv().await.msg else {
+            panic!("power-on ClientSlotStatusInd expected")
+        };
+        assert_eq!(on.from_client_slot, off_ind.from_client_slot);
+        assert_eq!(on.to_bank_slot, off_ind.to_bank_slot);
+        assert!(!on.slot_phys_status.reset_active);
+        assert_eq!(on.slot_phys_status.vcc_present, Some(true));
+    }
 
     // EOF on stdin: the client exits cleanly.
     drop(stdin);
