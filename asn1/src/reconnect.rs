@@ -19,6 +19,25 @@ pub enum ClientState {
     Connected,
 }
 
+impl ClientState {
+    /// The C suite's state name, as its event scripts see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientState::Init => "INIT",
+            ClientState::ReestablishDelay => "REESTABLISH_DELAY",
+            ClientState::Reestablish => "REESTABLISH",
+            ClientState::Established => "ESTABLISHED",
+            ClientState::Connected => "CONNECTED",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Timers; the defaults are the C suite's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectConfig {
@@ -201,6 +220,16 @@ mod tests {
     fn fire(fsm: &mut ClientFsm) -> (Instant, Vec<ClientAction>) {
         let at = fsm.deadline().expect("a timer runs");
         (at, fsm.handle(E::Timeout, at))
+    }
+
+    #[test]
+    fn state_names_are_the_c_suites() {
+        // Scripts compare these strings; Debug would give "REESTABLISHDELAY".
+        assert_eq!(
+            ClientState::ReestablishDelay.to_string(),
+            "REESTABLISH_DELAY"
+        );
+        assert_eq!(ClientState::Connected.name(), "CONNECTED");
     }
 
     #[test]

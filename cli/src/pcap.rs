@@ -67,15 +67,17 @@ fn segment<'a>(link: DataLink, data: &'a [u8]) -> Option<Segment<'a>> {
 }
 
 /// Appends a segment's new bytes (retransmitted ones are skipped, a gap
-/// restarts the buffer).
+/// restarts the buffer). A stream found not to be IPA is only followed, never
+/// buffered again, so a long non-IPA capture cannot fill memory.
 fn reassemble(d: &mut Direction, seq: u32, payload: &[u8]) {
     let next = *d.next_seq.get_or_insert(seq);
     let ahead = seq.wrapping_sub(next) as i32;
-    if ahead > 0 {
+    if d.broken {
+        d.buf.clear();
+    } else if ahead > 0 {
         // Bytes were not captured: whatever was buffered cannot be completed.
         d.buf.clear();
         d.buf.extend_from_slice(payload);
-        d.broken = false;
     } else {
         let overlap = (-ahead) as usize;
         if overlap < payload.len() {

@@ -111,6 +111,16 @@ fn decodes_the_rspro_streams_of_a_capture() {
         false,
         b"GET / HTTP/1.1\r\n\r\n",
     ));
+    // More of it, the second segment after a gap: the stream stays skipped.
+    for seq in [19, 1000] {
+        mixed.push(tcp(
+            ([127, 0, 0, 1], 41000),
+            ([127, 0, 0, 1], 80),
+            seq,
+            false,
+            b"Host: example\r\n\r\n",
+        ));
+    }
     let path = dir.join("mixed.pcap");
     write_pcap(&path, &mixed);
     let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
@@ -125,9 +135,13 @@ fn decodes_the_rspro_streams_of_a_capture() {
             .contains("#0 127.0.0.1:9998 -> 127.0.0.1:40000 rspro v2 tag 2342 connectClientRes")),
         "{text}"
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("#1 127.0.0.1:41000 -> 127.0.0.1:80: not IPA")
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("#1 127.0.0.1:41000 -> 127.0.0.1:80: not IPA")
+            .count(),
+        1,
+        "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

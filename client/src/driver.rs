@@ -226,14 +226,15 @@ impl Driver {
         let status = self.fsm.last_status();
         ScriptEnv {
             server_addr: self.config.server.clone(),
-            server_state: format!("{:?}", self.server.state()).to_uppercase(),
+            server_state: self.server.state().name().into(),
             bankd_addr: self
                 .bankd
                 .as_ref()
                 .map_or("(null):0".into(), |(_, a)| a.to_string()),
-            bankd_state: self.bankd.as_ref().map_or("INIT".into(), |(l, _)| {
-                format!("{:?}", l.state()).to_uppercase()
-            }),
+            bankd_state: self
+                .bankd
+                .as_ref()
+                .map_or("INIT".into(), |(l, _)| l.state().name().into()),
             client_slot: self.fsm.client().to_string(),
             bankd_slot: self.fsm.bank().map_or("0:0".into(), |b| b.to_string()),
             vcc: status.and_then(|s| s.vcc_present),
