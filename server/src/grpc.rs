@@ -16,11 +16,11 @@ use crate::engine::{ApiError, MapKey};
 use crate::service::{self, ServiceError};
 
 pub struct Api {
-    service: mpsc::UnboundedSender<service::Request>,
+    service: mpsc::Sender<service::Request>,
 }
 
 impl Api {
-    pub fn new(service: mpsc::UnboundedSender<service::Request>) -> Self {
+    pub fn new(service: mpsc::Sender<service::Request>) -> Self {
         Api { service }
     }
 
@@ -31,6 +31,7 @@ impl Api {
         let (tx, rx) = oneshot::channel();
         self.service
             .send(make(tx))
+            .await
             .map_err(|_| Status::unavailable("the server is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("the server is shutting down"))?

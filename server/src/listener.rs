@@ -19,7 +19,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    service: mpsc::UnboundedSender<Request>,
+    service: mpsc::Sender<Request>,
     keepalive: KeepaliveConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -46,7 +46,7 @@ fn log_notes(conn: ConnId, decoded: &Decoded) {
 
 async fn connection(
     stream: TcpStream,
-    service: mpsc::UnboundedSender<Request>,
+    service: mpsc::Sender<Request>,
     keepalive: KeepaliveConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -68,6 +68,7 @@ async fn connection(
             peer,
             commands,
         })
+        .await
         .is_err()
     {
         return;
@@ -81,7 +82,7 @@ async fn connection(
             // PONG in means alive.
             _ = tokio::time::sleep_until(probe_check.unwrap_or_else(tokio::time::Instant::now)), if probe_check.is_some() => {
                 probe_check = None;
-                if !conn.awaiting_pong() && service.send(Request::ProbeAlive { conn: conn_id }).is_err() {
+                if !conn.awaiting_pong() && service.send(Request::ProbeAlive { conn: conn_id }).await.is_err() {
                     break Ok(());
                 }
             }
@@ -90,7 +91,7 @@ async fn connection(
                     log_notes(conn_id, &decoded);
                     match decoded.pdu {
                         Pdu::Known(pdu) => {
-                            if service.send(Request::Pdu { conn: conn_id, pdu }).is_err() {
+                            if service.send(Request::Pdu { conn: conn_id, pdu }).await.is_err() {
                                 break Ok(());
                             }
                         }
@@ -122,5 +123,5 @@ async fn connection(
         Ok(()) | Err(LinkError::Closed) => debug!(conn = conn_id, %peer, "closed"),
         Err(e) => info!(conn = conn_id, %peer, error = %e, "connection ended"),
     }
-    let _ = service.send(Request::Closed { conn: conn_id });
+    let _ = service.send(Request::Closed { conn: conn_id }).await;
 }

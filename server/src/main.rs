@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding API port {}", args.api_listen))?;
     info!(rspro = %args.rspro_listen, api = %args.api_listen, "listening");
 
-    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let (inbox_tx, inbox_rx) = mpsc::channel(service::INBOX_CAPACITY);
     let service = service::Service::new(engine, store, &inbox_tx, args.probe_timeout);
     let service_task = tokio::spawn(service.run(inbox_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

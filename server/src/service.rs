@@ -76,12 +76,16 @@ pub enum Request {
 
 /// How many events a slow watcher may fall behind before it loses some.
 const WATCH_BUFFER: usize = 4096;
+/// Requests queued for the service. Full means the connections and API
+/// callers wait (back-pressure) instead of the queue growing without bound.
+/// The service itself never waits on a connection, so this cannot deadlock.
+pub const INBOX_CAPACITY: usize = 1024;
 
 pub struct Service {
     engine: Engine,
     store: Store,
     conns: HashMap<ConnId, mpsc::UnboundedSender<ConnCommand>>,
-    inbox: mpsc::WeakUnboundedSender<Request>,
+    inbox: mpsc::WeakSender<Request>,
     events: broadcast::Sender<pb::Event>,
     probe_timeout: Duration,
 }
@@ -94,7 +98,7 @@ impl Service {
     pub fn new(
         engine: Engine,
         store: Store,
-        inbox: &mpsc::UnboundedSender<Request>,
+        inbox: &mpsc::Sender<Request>,
         probe_timeout: Duration,
     ) -> Self {
         Service {
@@ -108,7 +112,7 @@ impl Service {
     }
 
     /// Runs until every sender of the inbox is gone.
-    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Request>) {
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
         while let Some(request) = inbox.recv().await {
             self.handle(request).await;
         }
@@ -330,7 +334,7 @@ impl Service {
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
                         if let Some(inbox) = inbox.upgrade() {
-                            let _ = inbox.send(Request::Timer { conn, timer });
+                            let _ = inbox.send(Request::Timer { conn, timer }).await;
                         }
                     });
                 }
