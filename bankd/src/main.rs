@@ -36,16 +36,28 @@ enum BackendKind {
     Soft,
 }
 
-/// `-G`: a slot number of this bank, or BANK:SLOT.
-fn gsmtap_slot(text: &str) -> Result<(Option<u32>, u32), String> {
+/// What `-G` selects for GSMTAP tracing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GsmtapSlot {
+    /// `-1`, the C default.
+    All,
+    /// SLOT of this bank, or BANK:SLOT.
+    Slot(Option<u32>, u32),
+}
+
+/// `-G`: -1 (all), a slot number of this bank, or BANK:SLOT.
+fn gsmtap_slot(text: &str) -> Result<GsmtapSlot, String> {
     let parse = |s: &str| {
         s.trim()
             .parse::<u32>()
-            .map_err(|_| format!("{text:?} is not SLOT or BANK:SLOT"))
+            .map_err(|_| format!("{text:?} is not -1, SLOT or BANK:SLOT"))
     };
+    if text.trim() == "-1" {
+        return Ok(GsmtapSlot::All);
+    }
     match text.split_once(':') {
-        Some((b, s)) => Ok((Some(parse(b)?), parse(s)?)),
-        None => Ok((None, parse(text)?)),
+        Some((b, s)) => Ok(GsmtapSlot::Slot(Some(parse(b)?), parse(s)?)),
+        None => Ok(GsmtapSlot::Slot(None, parse(text)?)),
     }
 }
 
@@ -81,7 +93,7 @@ struct Args {
     )]
     server_port: u16,
     /// Bank id announced to the server.
-    #[arg(short = 'b', long = "bank-id", env = "REMSIM_BANK_ID", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1023))]
+    #[arg(short = 'b', long = "bank-id", env = "REMSIM_BANK_ID", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=rspro::validate::MAX_ID as i64))]
     bank_id: u32,
     /// Number of slots (0..1024).
     #[arg(short = 'n', long = "num-slots", env = "REMSIM_NUM_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -101,9 +113,9 @@ struct Args {
     /// Send GSMTAP traces of APDUs and ATRs to this host (port 4729).
     #[arg(short = 'g', long = "gsmtap-ip")]
     gsmtap_ip: Option<String>,
-    /// Trace only this slot (SLOT of this bank, or BANK:SLOT).
-    #[arg(short = 'G', long = "gsmtap-slot", value_parser = gsmtap_slot)]
-    gsmtap_slot: Option<(Option<u32>, u32)>,
+    /// Trace only this slot (SLOT of this bank, or BANK:SLOT; -1: all).
+    #[arg(short = 'G', long = "gsmtap-slot", value_parser = gsmtap_slot, allow_hyphen_values = true)]
+    gsmtap_slot: Option<GsmtapSlot>,
     /// libosmocore debug mask (accepted for compatibility; use -e).
     #[arg(short = 'd', long = "debug")]
     debug_mask: Option<String>,
@@ -208,8 +220,8 @@ async fn main() -> anyhow::Result<()> {
     let gsmtap = match &args.gsmtap_ip {
         Some(host) => {
             let filter = match args.gsmtap_slot {
-                None => gsmtap::Filter::All,
-                Some((bank, slot)) => {
+                None | Some(GsmtapSlot::All) => gsmtap::Filter::All,
+                Some(GsmtapSlot::Slot(bank, slot)) => {
                     gsmtap::Filter::Slot(BankSlot::new(bank.unwrap_or(args.bank_id), slot))
                 }
             };
@@ -270,4 +282,27 @@ async fn main() -> anyhow::Result<()> {
     }
     info!("shutting down");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gsmtap_slot_takes_the_c_default_and_bank_slots() {
+        let g = |args: &[&str]| {
+            Args::try_parse_from([&["remsim-bankd", "-i", "127.0.0.1"], args].concat())
+                .map(|a| a.gsmtap_slot)
+        };
+        assert_eq!(g(&["-G", "-1"]).expect("parses"), Some(GsmtapSlot::All));
+        assert_eq!(
+            g(&["-G", "3"]).expect("parses"),
+            Some(GsmtapSlot::Slot(None, 3))
+        );
+        assert_eq!(
+            g(&["--gsmtap-slot", "2:5"]).expect("parses"),
+            Some(GsmtapSlot::Slot(Some(2), 5))
+        );
+        assert!(g(&["-G", "-2"]).is_err());
+    }
 }

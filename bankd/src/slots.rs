@@ -8,6 +8,7 @@ use std::path::Path;
 
 use regex::Regex;
 use rspro::BankSlot;
+use rspro::validate::MAX_ID;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotFileError {
@@ -82,8 +83,8 @@ impl SlotFile {
                 field
                     .parse::<u32>()
                     .ok()
-                    .filter(|n| *n <= 1023)
-                    .ok_or_else(|| bad(format!("{what} {field:?} is not a number 0..1023")))
+                    .filter(|n| *n <= MAX_ID)
+                    .ok_or_else(|| bad(format!("{what} {field:?} is not a number 0..{MAX_ID}")))
             };
             let slot = BankSlot::new(number(0, "bankId")?, number(1, "slotNr")?);
             // As the C bankd: with more than three fields the last one counts.

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use clap::{Args, Subcommand};
 use remsim_api::v1 as pb;
+use rspro::validate::MAX_ID;
 use tokio_stream_compat::next;
 
 use crate::api::{Client, Failure};
@@ -19,8 +20,8 @@ pub fn parse_slot(text: &str) -> Result<(u32, u32), String> {
         s.trim()
             .parse::<u32>()
             .ok()
-            .filter(|v| *v <= 1023)
-            .ok_or_else(|| format!("{text:?}: {s:?} is not a number 0..1023"))
+            .filter(|v| *v <= MAX_ID)
+            .ok_or_else(|| format!("{text:?}: {s:?} is not a number 0..{MAX_ID}"))
     };
     Ok((n(a)?, n(b)?))
 }

@@ -14,7 +14,7 @@ mod vpcd;
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use remsim_daemon::LogFormat;
 use rspro::keepalive::{KeepaliveConfig, parse_duration};
@@ -104,8 +104,8 @@ struct Args {
     #[arg(short = 'n', long = "client-slot", default_value_t = 0, global = true)]
     client_slot: u32,
     /// ATR presented to the modem until the bank card's arrives (hex, 2..55 bytes).
-    #[arg(short = 'a', long = "atr", default_value = "3b00", global = true)]
-    atr: String,
+    #[arg(short = 'a', long = "atr", default_value = "3b00", value_parser = parse_atr, global = true)]
+    atr: Atr,
     /// Keep presenting -a even when the bank sends the card's ATR.
     #[arg(short = 'r', long = "atr-ignore-rspro", global = true)]
     ignore_bank_atr: bool,
@@ -133,16 +133,24 @@ struct Args {
     frontend: Frontend,
 }
 
+/// An ATR given with `-a`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Atr(Vec<u8>);
+
+/// `-a`: hex (blanks and colons allowed), 2..55 bytes; anything else is a
+/// usage error (exit 2) before anything starts.
+fn parse_atr(text: &str) -> Result<Atr, String> {
+    hex::decode(text.replace([' ', ':'], ""))
+        .ok()
+        .filter(|a| (2..=55).contains(&a.len()))
+        .map(Atr)
+        .ok_or_else(|| format!("ATR malformed: {text:?} (2..55 bytes of hex)"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     remsim_daemon::init_logging(&args.log_level, args.log_format)?;
-    let atr = hex::decode(args.atr.replace([' ', ':'], ""))
-        .ok()
-        .filter(|a| (2..=55).contains(&a.len()));
-    let Some(atr) = atr else {
-        bail!("ATR malformed: {:?} (2..55 bytes of hex)", args.atr);
-    };
     let config = driver::Config {
         server: format!("{}:{}", args.server_ip, args.server_port),
         client: ClientSlot::new(args.client_id, args.client_slot),
@@ -152,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
             "remsim-client",
             env!("CARGO_PKG_VERSION"),
         ),
-        atr,
+        atr: args.atr.0.clone(),
         ignore_bank_atr: args.ignore_bank_atr,
         event_script: args.event_script.clone(),
         usb: None,
@@ -211,4 +219,20 @@ async fn main() -> anyhow::Result<()> {
     driver::run(config, cmd_tx, event_rx).await;
     frontend.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_atr_is_a_usage_error() {
+        let atr = |a: &str| Args::try_parse_from(["remsim-client", "-a", a, "shell"]);
+        let ok = atr("3b:9f 96").expect("parses");
+        assert_eq!(ok.atr, Atr(vec![0x3b, 0x9f, 0x96]));
+        for bad in ["3b", "zz", "3b0", &"00".repeat(56)] {
+            let e = atr(bad).err().expect("refused");
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+    }
 }

@@ -17,14 +17,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use rspro::validate::MAX_ID;
 use rspro::{BankSlot, ClientSlot, ComponentType, Identity, IpPort, Msg, ResultCode, RsproPdu};
 use tracing::{debug, info, warn};
 
 /// Identifies one accepted TCP connection.
 pub type ConnId = u64;
 
-/// Ids and slot numbers are 0..=1023 (RSPRO.asn).
-pub const MAX_ID: u32 = 1023;
 /// The port clients are sent for a bankd without an endpoint override (the
 /// C server's fixed value).
 pub const BANKD_PORT: u16 = 9999;
