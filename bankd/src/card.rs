@@ -2,7 +2,7 @@
 //! tokio's blocking pool, so no thread is held per slot), or soft SIMs
 //! in-process (`--backend soft`, for demos and tests).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
@@ -110,7 +110,6 @@ impl Card {
 pub struct PcscBackend {
     slots: Arc<SlotFile>,
     share: ShareMode,
-    context: Arc<Mutex<Option<Context>>>,
 }
 
 pub struct PcscCard {
@@ -159,7 +158,6 @@ impl PcscBackend {
             } else {
                 ShareMode::Exclusive
             },
-            context: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -169,17 +167,14 @@ impl PcscBackend {
                 "no slot file entry for bank slot {slot}"
             )));
         };
-        let context = self.context.clone();
         let share = self.share;
         blocking(move || {
-            let mut ctx_slot = lock(&context);
-            // pcscd may have restarted: a stale context is replaced.
-            if ctx_slot.as_ref().is_none_or(|c| c.is_valid().is_err()) {
-                *ctx_slot = Some(Context::establish(Scope::System).map_err(pcsc_error)?);
-            }
-            let Some(ctx) = ctx_slot.as_ref() else {
-                return Err(CardError::NotPresent("no PC/SC context".into()));
-            };
+            // One context per card, as the C bankd has one per worker:
+            // pcsc-lite serialises the calls made through one context, so a
+            // shared one would make every slot wait for the slowest card. The
+            // card keeps its context alive; a restarted pcscd is met with a
+            // fresh context at the next open.
+            let ctx = Context::establish(Scope::System).map_err(pcsc_error)?;
             let readers: Vec<String> = ctx
                 .list_readers_owned()
                 .map_err(pcsc_error)?
@@ -276,14 +271,15 @@ impl PcscCard {
 
 pub struct SoftBackend {
     cards: Vec<Arc<Mutex<SimCard>>>,
-    in_use: Arc<Mutex<HashSet<u32>>>,
+    /// Open handles per slot number: more than one only in shared mode.
+    in_use: Arc<Mutex<HashMap<u32, usize>>>,
     shared: bool,
 }
 
 pub struct SoftCard {
     card: Arc<Mutex<SimCard>>,
     slot_nr: u32,
-    in_use: Arc<Mutex<HashSet<u32>>>,
+    in_use: Arc<Mutex<HashMap<u32, usize>>>,
     atr: Vec<u8>,
 }
 
@@ -299,7 +295,7 @@ impl SoftBackend {
             .collect::<Result<_, _>>()?;
         Ok(SoftBackend {
             cards,
-            in_use: Arc::new(Mutex::new(HashSet::new())),
+            in_use: Arc::new(Mutex::new(HashMap::new())),
             shared,
         })
     }
@@ -312,12 +308,15 @@ impl SoftBackend {
             )));
         };
         let mut in_use = lock(&self.in_use);
-        if !in_use.insert(slot.slot_nr) && !self.shared {
+        let holders = in_use.entry(slot.slot_nr).or_default();
+        if *holders > 0 && !self.shared {
             return Err(CardError::NotPresent(format!(
                 "slot {} in use",
                 slot.slot_nr
             )));
         }
+        *holders += 1;
+        drop(in_use);
         let atr = {
             let mut c = lock(card);
             c.reset();
@@ -340,6 +339,44 @@ impl SoftCard {
 
 impl Drop for SoftCard {
     fn drop(&mut self) {
-        lock(&self.in_use).remove(&self.slot_nr);
+        // The slot is free again only when its last holder is gone.
+        let mut in_use = lock(&self.in_use);
+        if let Some(holders) = in_use.get_mut(&self.slot_nr) {
+            *holders = holders.saturating_sub(1);
+            if *holders == 0 {
+                in_use.remove(&self.slot_nr);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(shared: bool) -> SoftBackend {
+        SoftBackend::new(CardProfile::generate(0, 2), shared).expect("profiles")
+    }
+
+    #[test]
+    fn exclusive_soft_slots_have_one_holder() {
+        let b = backend(false);
+        let first = b.open(BankSlot::new(1, 0)).expect("free");
+        assert!(b.open(BankSlot::new(1, 0)).is_err(), "in use");
+        assert!(b.open(BankSlot::new(1, 1)).is_ok(), "other slots are free");
+        drop(first);
+        assert!(b.open(BankSlot::new(1, 0)).is_ok(), "free again");
+        assert!(b.open(BankSlot::new(1, 2)).is_err(), "no such card");
+    }
+
+    #[test]
+    fn shared_soft_slots_are_free_only_when_the_last_holder_goes() {
+        let b = backend(true);
+        let first = b.open(BankSlot::new(1, 0)).expect("free");
+        let second = b.open(BankSlot::new(1, 0)).expect("shared");
+        drop(first);
+        assert_eq!(lock(&b.in_use).get(&0), Some(&1));
+        drop(second);
+        assert!(lock(&b.in_use).is_empty());
     }
 }
