@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use rspro::pdu::TPDU_LEN;
-use simcard::vpcd::{Request, frame, parse_request};
-use socket2::SockRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use simcard::vpcd::{Request, frame, parse_request, quickack, read_message};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -28,18 +27,10 @@ pub struct VpcdConfig {
     pub retry: Duration,
 }
 
-/// Reads whole vpcd messages; quick ACKs keep vpcd's split writes fast.
+/// Reads whole vpcd messages until vpcd or the frontend goes.
 async fn reader(mut rd: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
-    loop {
-        let mut len = [0u8; 2];
-        if rd.read_exact(&mut len).await.is_err() {
-            return;
-        }
-        let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        if rd.read_exact(&mut payload).await.is_err() {
-            return;
-        }
-        let _ = SockRef::from(rd.as_ref()).set_tcp_quickack(true);
+    while let Ok(payload) = read_message(&mut rd).await {
+        quickack(rd.as_ref());
         if tx.send(payload).await.is_err() {
             return;
         }

@@ -12,7 +12,7 @@ use std::io;
 use std::time::Duration;
 
 use socket2::SockRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -114,16 +114,22 @@ pub fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Reads one whole message (length, then payload).
-pub async fn read_message(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+/// Reads one whole message (length, then payload; at most 64 KiB by the
+/// format). Follow it with [`quickack`] on the socket.
+pub async fn read_message<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await?;
     let len = usize::from(u16::from_be_bytes(len));
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).await?;
-    // Re-armed after every read: the kernel clears it by itself.
-    let _ = SockRef::from(&*stream).set_tcp_quickack(true);
     Ok(payload)
+}
+
+/// Acknowledges at once: vpcd writes length and payload separately, and a
+/// delayed ACK would hold the second write back. Re-armed after every read
+/// because the kernel clears it by itself.
+pub fn quickack(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_tcp_quickack(true);
 }
 
 /// Serves one vpcd connection until vpcd closes it.
@@ -134,7 +140,10 @@ pub async fn serve_connection<C: VirtualCard + ?Sized>(
     stream.set_nodelay(true)?;
     loop {
         let payload = match read_message(&mut stream).await {
-            Ok(p) => p,
+            Ok(p) => {
+                quickack(&stream);
+                p
+            }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
