@@ -5,13 +5,14 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rspro::{BankSlot, ClientSlot, ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
+use rspro::testing::Proc;
 pub use rspro::testing::{GUARD, Peer, free_port};
 
 pub fn c_frames(message: &str, direction: &str) -> Vec<String> {
@@ -95,7 +96,7 @@ fn log_file() -> Stdio {
 }
 
 pub struct Bankd {
-    child: Child,
+    _child: Proc,
     pub port: u16,
 }
 
@@ -111,7 +112,10 @@ impl Bankd {
             .stderr(log_file())
             .spawn()
             .expect("remsim-bankd starts");
-        let bankd = Bankd { child, port };
+        let bankd = Bankd {
+            _child: Proc(child),
+            port,
+        };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let deadline = std::time::Instant::now() + GUARD;
         while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -126,13 +130,6 @@ impl Bankd {
 
     pub fn addr(&self) -> SocketAddr {
         format!("127.0.0.1:{}", self.port).parse().expect("addr")
-    }
-}
-
-impl Drop for Bankd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use remsim_api::v1 as pb;
@@ -14,6 +14,7 @@ use remsim_api::v1::remsim_service_client::RemsimServiceClient;
 use rspro::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use tonic::transport::Channel;
 
+use rspro::testing::Proc;
 pub use rspro::testing::{GUARD, Peer, free_port};
 
 /// A scratch directory removed at the end.
@@ -56,7 +57,7 @@ fn defaults(extra: &[&str]) -> Vec<&'static str> {
 }
 
 pub struct Server {
-    child: Child,
+    child: Proc,
     pub rspro: SocketAddr,
     pub api: SocketAddr,
 }
@@ -84,7 +85,11 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("remsim-server starts");
-        let server = Server { child, rspro, api };
+        let server = Server {
+            child: Proc(child),
+            rspro,
+            api,
+        };
         server.wait_serving().await;
         server
     }
@@ -125,32 +130,25 @@ impl Server {
 
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reaped");
+        self.child.0.kill().expect("kill -9");
+        self.child.0.wait().expect("reaped");
     }
 
     /// SIGTERM and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.child.0.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
         let start = std::time::Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
+            if let Some(status) = self.child.0.try_wait().expect("wait") {
                 return status;
             }
             assert!(start.elapsed() < GUARD, "no exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
