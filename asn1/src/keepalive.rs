@@ -45,8 +45,9 @@ impl Default for KeepaliveConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// A PING is out; the peer is dead at the deadline.
-    AwaitingPong { deadline: Instant },
+    /// `owed` PINGs are out (1, or 2 after a probe); the peer is dead if
+    /// they are not all answered by the deadline.
+    AwaitingPong { deadline: Instant, owed: u8 },
     /// The last PING was answered; the next one goes out at `next_ping`.
     Idle { next_ping: Instant },
 }
@@ -71,33 +72,52 @@ impl Keepalive {
             config,
             state: State::AwaitingPong {
                 deadline: now + config.timeout,
+                owed: 1,
             },
         }
     }
 
     /// A PONG arrived. An unsolicited PONG is harmless.
     pub fn on_pong(&mut self, now: Instant) {
-        if let State::AwaitingPong { .. } = self.state {
-            self.state = State::Idle {
-                next_ping: now + self.config.interval,
-            };
+        match self.state {
+            // PONGs come in PING order (one TCP stream): this one answers
+            // an older PING, and the newer one is still owed.
+            State::AwaitingPong { deadline, owed } if owed > 1 => {
+                self.state = State::AwaitingPong {
+                    deadline,
+                    owed: owed - 1,
+                };
+            }
+            State::AwaitingPong { .. } => {
+                self.state = State::Idle {
+                    next_ping: now + self.config.interval,
+                };
+            }
+            State::Idle { .. } => {}
         }
     }
 
     /// Wants a PONG within `timeout`, sooner than the schedule would (to
     /// find out at once whether the peer is still there). Returns whether a
-    /// PING must be sent now.
+    /// PING must be sent now. Only the answer to a PING sent for the probe
+    /// counts: the PONG to an older PING may have left a peer that has died
+    /// since. At most two PINGs are ever out.
     pub fn probe(&mut self, now: Instant, timeout: Duration) -> bool {
         let deadline = now + timeout;
         match self.state {
-            State::AwaitingPong { deadline: due } => {
+            State::AwaitingPong {
+                deadline: due,
+                owed,
+            } => {
+                let send = owed < 2;
                 self.state = State::AwaitingPong {
                     deadline: due.min(deadline),
+                    owed: if send { owed + 1 } else { owed },
                 };
-                false
+                send
             }
             State::Idle { .. } => {
-                self.state = State::AwaitingPong { deadline };
+                self.state = State::AwaitingPong { deadline, owed: 1 };
                 true
             }
         }
@@ -111,7 +131,7 @@ impl Keepalive {
     /// When `on_deadline` must next be called.
     pub fn deadline(&self) -> Instant {
         match self.state {
-            State::AwaitingPong { deadline } => deadline,
+            State::AwaitingPong { deadline, .. } => deadline,
             State::Idle { next_ping } => next_ping,
         }
     }
@@ -126,6 +146,7 @@ impl Keepalive {
             State::Idle { .. } => {
                 self.state = State::AwaitingPong {
                     deadline: now + self.config.timeout,
+                    owed: 1,
                 };
                 Some(KeepaliveAction::SendPing)
             }
@@ -187,12 +208,37 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         assert!(ka.probe(t1, Duration::from_secs(2)), "a PING goes out");
         assert_eq!(ka.deadline(), t1 + Duration::from_secs(2));
-        assert!(!ka.probe(t1, Duration::from_secs(5)), "already waiting");
+        assert!(ka.probe(t1, Duration::from_secs(5)), "one more PING");
+        assert!(!ka.probe(t1, Duration::from_secs(5)), "two are enough");
         assert_eq!(ka.deadline(), t1 + Duration::from_secs(2), "never later");
         assert_eq!(
             ka.on_deadline(t1 + Duration::from_secs(2)),
             Some(KeepaliveAction::PeerDead)
         );
+    }
+
+    #[test]
+    fn only_the_probes_own_pong_answers_it() {
+        // The PONG to the PING sent at start arrives after the probe: the
+        // peer may have died since it sent that PONG, so it must also answer
+        // the probe's PING.
+        let t0 = Instant::now();
+        let mut ka = Keepalive::start(cfg(), t0);
+        let t1 = t0 + Duration::from_millis(1);
+        assert!(ka.probe(t1, Duration::from_millis(300)));
+        ka.on_pong(t1);
+        assert!(ka.awaiting_pong());
+        assert_eq!(
+            ka.on_deadline(t1 + Duration::from_millis(300)),
+            Some(KeepaliveAction::PeerDead)
+        );
+        // Both answered: alive, back on the normal schedule.
+        let mut ka = Keepalive::start(cfg(), t0);
+        assert!(ka.probe(t1, Duration::from_millis(300)));
+        ka.on_pong(t1);
+        ka.on_pong(t1);
+        assert!(!ka.awaiting_pong());
+        assert_eq!(ka.deadline(), t1 + Duration::from_secs(30));
     }
 
     #[test]

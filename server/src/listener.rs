@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::engine::ConnId;
-use crate::service::{ConnCommand, Request};
+use crate::service::{CONN_QUEUE, ConnCommand, Request};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -61,7 +61,7 @@ async fn connection(
     };
     let peer = conn.peer_addr();
     debug!(conn = conn_id, %peer, "accepted");
-    let (commands, mut inbox) = mpsc::unbounded_channel();
+    let (commands, mut inbox) = mpsc::channel(CONN_QUEUE);
     if service
         .send(Request::Accepted {
             conn: conn_id,

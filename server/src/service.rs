@@ -10,7 +10,7 @@ use std::time::Duration;
 use remsim_api::v1 as pb;
 use rspro::{BankSlot, ClientSlot, RsproPdu};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::engine::{Action, ApiError, Change, ConnId, Engine, MapKey, StoreOp, Timer};
 use crate::store::Store;
@@ -40,7 +40,7 @@ pub enum Request {
     Accepted {
         conn: ConnId,
         peer: SocketAddr,
-        commands: mpsc::UnboundedSender<ConnCommand>,
+        commands: mpsc::Sender<ConnCommand>,
     },
     Pdu {
         conn: ConnId,
@@ -80,11 +80,13 @@ const WATCH_BUFFER: usize = 4096;
 /// callers wait (back-pressure) instead of the queue growing without bound.
 /// The service itself never waits on a connection, so this cannot deadlock.
 pub const INBOX_CAPACITY: usize = 1024;
+/// Messages queued towards one connection (see `Service::tell`).
+pub const CONN_QUEUE: usize = 256;
 
 pub struct Service {
     engine: Engine,
     store: Store,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<ConnCommand>>,
+    conns: HashMap<ConnId, mpsc::Sender<ConnCommand>>,
     inbox: mpsc::WeakSender<Request>,
     events: broadcast::Sender<pb::Event>,
     probe_timeout: Duration,
@@ -348,9 +350,16 @@ impl Service {
         }
     }
 
-    fn tell(&self, conn: ConnId, command: ConnCommand) {
-        if let Some(tx) = self.conns.get(&conn) {
-            let _ = tx.send(command);
+    /// Never waits: a peer that stopped reading while its queue filled up
+    /// is cut off (dropping the sender ends its connection task, which then
+    /// reports Closed) rather than stalling every other connection.
+    fn tell(&mut self, conn: ConnId, command: ConnCommand) {
+        let Some(tx) = self.conns.get(&conn) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(command) {
+            warn!(conn, "peer does not read its messages; disconnecting");
+            self.conns.remove(&conn);
         }
     }
 
