@@ -556,6 +556,72 @@ async fn sigterm_shuts_down_gracefully() {
     let dir = TempDir::new("sigterm");
     let mut server = Server::start(&dir.path("db")).await;
     let _bank = bankd(&server, 1, 8).await;
+    // Kubernetes watches health: it must turn NOT_SERVING before the exit.
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let first = watch.message().await.expect("status").expect("one");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
     let status = server.terminate();
     assert!(status.success(), "{status}");
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(m))) = tokio::time::timeout(GUARD, watch.message()).await {
+        seen.push(m.status);
+    }
+    assert_eq!(seen, vec![ServingStatus::NotServing as i32]);
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{FileDescriptorResponse, ServerReflectionRequest};
+
+    let dir = TempDir::new("reflection");
+    let server = Server::start(&dir.path("db")).await;
+    let channel = server.channel().await;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = |m: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let requests = tokio_stream::iter([
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "remsim.v1.RemsimService".into(),
+        )),
+    ]);
+    let mut answers = reflection
+        .server_reflection_info(requests)
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let list = answers.message().await.expect("answer").expect("one");
+    let Some(MessageResponse::ListServicesResponse(list)) = list.message_response else {
+        panic!("{list:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in [
+        "remsim.v1.RemsimService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+    }
+    let file = answers.message().await.expect("answer").expect("two");
+    let Some(MessageResponse::FileDescriptorResponse(FileDescriptorResponse {
+        file_descriptor_proto,
+    })) = file.message_response
+    else {
+        panic!("{file:?}")
+    };
+    assert!(!file_descriptor_proto.is_empty());
 }

@@ -122,6 +122,15 @@ impl Server {
         }
     }
 
+    /// An HTTP/2 channel to the API port, for any of its services.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.api))
+            .expect("url")
+            .connect()
+            .await
+            .expect("gRPC connects")
+    }
+
     pub async fn api(&self) -> RemsimServiceClient<Channel> {
         RemsimServiceClient::connect(format!("http://{}", self.api))
             .await
