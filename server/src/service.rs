@@ -80,8 +80,10 @@ const WATCH_BUFFER: usize = 4096;
 /// callers wait (back-pressure) instead of the queue growing without bound.
 /// The service itself never waits on a connection, so this cannot deadlock.
 pub const INBOX_CAPACITY: usize = 1024;
-/// Messages queued towards one connection (see `Service::tell`).
-pub const CONN_QUEUE: usize = 256;
+/// Messages queued towards one connection (see `Service::tell`): room for
+/// everything a full bank (1024 slots) may be sent at once when it connects,
+/// a removal and a create per slot, plus the handshake.
+pub const CONN_QUEUE: usize = 2 * (rspro::validate::MAX_ID as usize + 1) + 16;
 
 pub struct Service {
     engine: Engine,

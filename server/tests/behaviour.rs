@@ -625,3 +625,35 @@ async fn reflection_v1_lists_the_services() {
     };
     assert!(!file_descriptor_proto.is_empty());
 }
+
+#[tokio::test]
+async fn a_full_bank_gets_all_its_maps_at_once() {
+    // 1024 slots (the RSPRO maximum), all mapped before the bankd connects:
+    // every CreateMappingReq is pushed in one burst and none may be lost,
+    // nor the bankd dropped as a slow reader.
+    const SLOTS: u32 = 1024;
+    let dir = TempDir::new("fullbank");
+    let server = Server::start(&dir.path("db")).await;
+    let mut api = server.api().await;
+    for slot in 0..SLOTS {
+        api.create_slotmap(create_req((1, slot), (slot, 0)))
+            .await
+            .expect("created");
+    }
+    let mut bank = bankd(&server, 1, SLOTS).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < SLOTS as usize {
+        let pdu = bank.recv().await;
+        let Msg::CreateMappingReq(m) = pdu.msg else {
+            panic!("CreateMappingReq expected, got {pdu:?}")
+        };
+        assert_eq!(m.client.client_id, m.bank.slot_nr);
+        seen.insert(m.bank.slot_nr);
+        bank.send(&RsproPdu::create_mapping_res(ResultCode::Ok))
+            .await;
+    }
+    wait_maps(&mut api, |m| {
+        m.len() == SLOTS as usize && m.iter().all(|m| m.state() == S::Active)
+    })
+    .await;
+}
