@@ -7,7 +7,7 @@ use std::pin::Pin;
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_server::RemsimService;
 use rspro::{BankSlot, ClientSlot};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -17,11 +17,14 @@ use crate::service::{self, ServiceError};
 
 pub struct Api {
     service: mpsc::Sender<service::Request>,
+    /// Turns true on shutdown: Watch streams end then, so that a watching
+    /// remsimctl does not hold the graceful shutdown up.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Api {
-    pub fn new(service: mpsc::Sender<service::Request>) -> Self {
-        Api { service }
+    pub fn new(service: mpsc::Sender<service::Request>, shutdown: watch::Receiver<bool>) -> Self {
+        Api { service, shutdown }
     }
 
     async fn ask<T>(
@@ -210,6 +213,10 @@ impl RemsimService for Api {
             })
         });
         let stream = tokio_stream::iter(events.into_iter().map(Ok)).chain(live);
+        let mut shutdown = self.shutdown.clone();
+        let stream = futures::StreamExt::take_until(stream, async move {
+            let _ = shutdown.wait_for(|down| *down).await;
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

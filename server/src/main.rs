@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("reflection v1alpha")?;
-    let api = RemsimServiceServer::new(grpc::Api::new(inbox_tx.clone()));
+    let api = RemsimServiceServer::new(grpc::Api::new(inbox_tx.clone(), shutdown_rx.clone()));
     drop(inbox_tx);
 
     let mut grpc_shutdown = shutdown_rx.clone();

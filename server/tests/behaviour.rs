@@ -569,8 +569,17 @@ async fn sigterm_shuts_down_gracefully() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let first = watch.message().await.expect("status").expect("one");
     assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut api = server.api().await;
+    let mut events = api
+        .watch(pb::WatchRequest { snapshot: false })
+        .await
+        .expect("watch")
+        .into_inner();
     let status = server.terminate();
     assert!(status.success(), "{status}");
+    // The event stream was ended by the server (OK trailers), not cut off
+    // with the connection when the process went.
+    assert!(matches!(events.message().await, Ok(None)));
     let mut seen = Vec::new();
     while let Ok(Ok(Some(m))) = tokio::time::timeout(GUARD, watch.message()).await {
         seen.push(m.status);
