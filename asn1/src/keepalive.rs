@@ -46,10 +46,26 @@ impl Default for KeepaliveConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// `owed` PINGs are out (1, or 2 after a probe); the peer is dead if
-    /// they are not all answered by the deadline.
-    AwaitingPong { deadline: Instant, owed: u8 },
+    /// one is not answered by its deadline: `deadline` is the earliest,
+    /// `newest` the last PING's own.
+    AwaitingPong {
+        deadline: Instant,
+        owed: u8,
+        newest: Instant,
+    },
     /// The last PING was answered; the next one goes out at `next_ping`.
     Idle { next_ping: Instant },
+}
+
+impl State {
+    /// One PING out, due at `deadline`.
+    fn awaiting(deadline: Instant) -> Self {
+        State::AwaitingPong {
+            deadline,
+            owed: 1,
+            newest: deadline,
+        }
+    }
 }
 
 /// What the driver must do when the keep-alive deadline passes.
@@ -70,10 +86,7 @@ impl Keepalive {
     pub fn start(config: KeepaliveConfig, now: Instant) -> Self {
         Keepalive {
             config,
-            state: State::AwaitingPong {
-                deadline: now + config.timeout,
-                owed: 1,
-            },
+            state: State::awaiting(now + config.timeout),
         }
     }
 
@@ -82,10 +95,11 @@ impl Keepalive {
         match self.state {
             // PONGs come in PING order (one TCP stream): this one answers
             // an older PING, and the newer one is still owed.
-            State::AwaitingPong { deadline, owed } if owed > 1 => {
+            State::AwaitingPong { owed, newest, .. } if owed > 1 => {
                 self.state = State::AwaitingPong {
-                    deadline,
+                    deadline: newest,
                     owed: owed - 1,
+                    newest,
                 };
             }
             State::AwaitingPong { .. } => {
@@ -108,16 +122,18 @@ impl Keepalive {
             State::AwaitingPong {
                 deadline: due,
                 owed,
+                newest,
             } => {
                 let send = owed < 2;
                 self.state = State::AwaitingPong {
                     deadline: due.min(deadline),
                     owed: if send { owed + 1 } else { owed },
+                    newest: if send { deadline } else { newest.min(deadline) },
                 };
                 send
             }
             State::Idle { .. } => {
-                self.state = State::AwaitingPong { deadline, owed: 1 };
+                self.state = State::awaiting(deadline);
                 true
             }
         }
@@ -144,10 +160,7 @@ impl Keepalive {
         match self.state {
             State::AwaitingPong { .. } => Some(KeepaliveAction::PeerDead),
             State::Idle { .. } => {
-                self.state = State::AwaitingPong {
-                    deadline: now + self.config.timeout,
-                    owed: 1,
-                };
+                self.state = State::awaiting(now + self.config.timeout);
                 Some(KeepaliveAction::SendPing)
             }
         }
@@ -232,6 +245,14 @@ mod tests {
             ka.on_deadline(t1 + Duration::from_millis(300)),
             Some(KeepaliveAction::PeerDead)
         );
+        // The older PING was nearly due: once it is answered, the probe's
+        // own PING gets its whole timeout.
+        let mut ka = Keepalive::start(cfg(), t0);
+        let t2 = t0 + Duration::from_millis(9_990);
+        assert!(ka.probe(t2, Duration::from_millis(300)));
+        assert_eq!(ka.deadline(), t0 + Duration::from_secs(10));
+        ka.on_pong(t2);
+        assert_eq!(ka.deadline(), t2 + Duration::from_millis(300));
         // Both answered: alive, back on the normal schedule.
         let mut ka = Keepalive::start(cfg(), t0);
         assert!(ka.probe(t1, Duration::from_millis(300)));

@@ -118,7 +118,11 @@ pub fn decode(path: &Path, as_json: bool) -> Result<bool, Failure> {
         let stream = *streams.entry(key).or_insert(n);
         let d = dirs.entry((seg.src, seg.dst)).or_default();
         if seg.syn {
-            d.next_seq = Some(seg.seq.wrapping_add(1));
+            // A new connection on the same addresses: judged afresh.
+            *d = Direction {
+                next_seq: Some(seg.seq.wrapping_add(1)),
+                ..Direction::default()
+            };
             continue;
         }
         if seg.payload.is_empty() {

@@ -121,6 +121,21 @@ fn decodes_the_rspro_streams_of_a_capture() {
             b"Host: example\r\n\r\n",
         ));
     }
+    // A new connection on the same addresses is judged afresh.
+    mixed.push(tcp(
+        ([127, 0, 0, 1], 41000),
+        ([127, 0, 0, 1], 80),
+        7000,
+        true,
+        &[],
+    ));
+    mixed.push(tcp(
+        ([127, 0, 0, 1], 41000),
+        ([127, 0, 0, 1], 80),
+        7001,
+        false,
+        &req,
+    ));
     let path = dir.join("mixed.pcap");
     write_pcap(&path, &mixed);
     let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
@@ -133,6 +148,12 @@ fn decodes_the_rspro_streams_of_a_capture() {
     assert!(
         text.lines().any(|l| l
             .contains("#0 127.0.0.1:9998 -> 127.0.0.1:40000 rspro v2 tag 2342 connectClientRes")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l
+                .contains("#1 127.0.0.1:41000 -> 127.0.0.1:80 rspro v2 tag 0 connectClientReq")),
         "{text}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

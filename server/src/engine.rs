@@ -24,6 +24,11 @@ use tracing::{debug, info, warn};
 /// Identifies one accepted TCP connection.
 pub type ConnId = u64;
 
+/// Requests a bankd may have unanswered at a time: a bank with many maps
+/// owed gets them in a window, the rest as responses come back, so that no
+/// burst outgrows its connection's queue.
+pub const MAX_OWED: usize = 256;
+
 /// The port clients are sent for a bankd without an endpoint override (the
 /// C server's fixed value).
 pub const BANKD_PORT: u16 = 9999;
@@ -400,9 +405,12 @@ impl Engine {
             }
             (Conn::Bank(bank_id), Msg::CreateMappingRes(res)) => {
                 self.on_create_res(bank_id, res.result, &mut out);
+                // The window has room again.
+                self.push(bank_id, &mut out);
             }
             (Conn::Bank(bank_id), Msg::RemoveMappingRes(res)) => {
                 self.on_remove_res(bank_id, res.result, &mut out);
+                self.push(bank_id, &mut out);
             }
             (Conn::Bank(bank_id), Msg::ResetStateRes(res)) => {
                 self.on_reset_res(bank_id, res.result, &mut out);
@@ -720,6 +728,9 @@ impl Engine {
             }
         } else {
             for r in self.removals.entry(bank_id).or_default() {
+                if live.owed.len() >= MAX_OWED {
+                    break;
+                }
                 if !r.sent {
                     r.sent = true;
                     live.owed.push_back(Owed::Remove(r.bank, r.client));
@@ -736,6 +747,19 @@ impl Engine {
                 }
             }
         }
+        // Creates only after every removal is out (or covered by the
+        // reset), so none overtakes one.
+        let removals_out = info.reset_pending
+            || self
+                .removals
+                .get(&bank_id)
+                .is_none_or(|list| list.iter().all(|r| r.sent));
+        let room = if removals_out {
+            MAX_OWED.saturating_sub(live.owed.len())
+        } else {
+            0
+        };
+        let creates: Vec<_> = creates.into_iter().take(room).collect();
         for (bank, client) in &creates {
             live.owed.push_back(Owed::Create(*bank, *client));
             out.push(Action::Send(
@@ -1028,6 +1052,47 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_bank_owed_many_requests_gets_them_in_a_window() {
+        let mut e = engine();
+        let n = MAX_OWED as u32 + 44;
+        for s in 0..n {
+            let (bank, client) = (BankSlot::new(1, s), ClientSlot::new(s, 0));
+            e.check_create(bank, client).expect("valid");
+            e.create(bank, client);
+        }
+        // Deleted and mapped again while the bankd is away: a removal and a
+        // create owed for each of the first 100 slots.
+        for s in 0..100 {
+            e.delete(BankSlot::new(1, s));
+            e.create(BankSlot::new(1, s), ClientSlot::new(s, 1));
+        }
+        e.on_accept(1, peer());
+        let first = sent(&e.on_pdu(1, bank_req(1)));
+        assert_eq!(
+            first.len(),
+            1 + MAX_OWED,
+            "ConnectBankRes and a full window"
+        );
+        assert_eq!(first[1..101], ["removeMappingReq"; 100]);
+        assert!(first[101..].iter().all(|m| *m == "createMappingReq"));
+        let mut total = first.len() - 1;
+        // Each answer makes room for one more, until all are out.
+        loop {
+            let owed = e.banks[&1].live.as_ref().expect("live").owed.front();
+            let res = match owed {
+                None => break,
+                Some(Owed::Create(..)) => RsproPdu::create_mapping_res(ResultCode::Ok),
+                Some(_) => RsproPdu::remove_mapping_res(ResultCode::Ok),
+            };
+            let more = sent(&e.on_pdu(1, res)).len();
+            assert!(more <= 1, "one answer, at most one more request");
+            total += more;
+        }
+        assert_eq!(total, 100 + n as usize);
+        assert!(e.slotmaps().all(|m| m.state == MapState::Active));
     }
 
     #[test]

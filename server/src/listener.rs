@@ -103,11 +103,16 @@ async fn connection(
                 Err(e) => break Err(e),
             },
             command = inbox.recv() => match command {
-                Some(ConnCommand::Send(pdu)) => {
-                    if let Err(e) = conn.send(&pdu).await {
-                        break Err(e);
+                // Bounded like a PONG: a peer that takes no data for that
+                // long is as good as dead, and must not pin this task.
+                Some(ConnCommand::Send(pdu)) => match tokio::time::timeout(keepalive.timeout, conn.send(&pdu)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(_) => {
+                        info!(conn = conn_id, %peer, "peer takes no data; closing");
+                        break Ok(());
                     }
-                }
+                },
                 Some(ConnCommand::Probe(timeout)) => {
                     if let Err(e) = conn.probe(timeout) {
                         break Err(e);

@@ -3,7 +3,7 @@
 //! (API writes before they are acknowledged), and carries out the engine's
 //! actions. Connections and the gRPC service talk to it through its inbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -80,10 +80,9 @@ const WATCH_BUFFER: usize = 4096;
 /// callers wait (back-pressure) instead of the queue growing without bound.
 /// The service itself never waits on a connection, so this cannot deadlock.
 pub const INBOX_CAPACITY: usize = 1024;
-/// Messages queued towards one connection (see `Service::tell`): room for
-/// everything a full bank (1024 slots) may be sent at once when it connects,
-/// a removal and a create per slot, plus the handshake.
-pub const CONN_QUEUE: usize = 2 * (rspro::validate::MAX_ID as usize + 1) + 16;
+/// Messages queued towards one connection (see `Service::tell`): a bankd's
+/// window of requests (`engine::MAX_OWED`) with room to spare.
+pub const CONN_QUEUE: usize = 2 * crate::engine::MAX_OWED;
 
 pub struct Service {
     engine: Engine,
@@ -326,13 +325,12 @@ impl Service {
 
     async fn perform(&mut self, actions: Vec<Action>) {
         let mut store_ops = Vec::new();
-        for action in actions {
-            match action {
-                Action::Send(conn, pdu) => self.tell(conn, ConnCommand::Send(Box::new(pdu))),
-                Action::Close(conn) => {
-                    self.tell(conn, ConnCommand::Close);
-                }
-                Action::Probe(conn) => self.tell(conn, ConnCommand::Probe(self.probe_timeout)),
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            let (conn, command) = match action {
+                Action::Send(conn, pdu) => (conn, ConnCommand::Send(Box::new(pdu))),
+                Action::Close(conn) => (conn, ConnCommand::Close),
+                Action::Probe(conn) => (conn, ConnCommand::Probe(self.probe_timeout)),
                 Action::StartTimer(conn, after, timer) => {
                     let inbox = self.inbox.clone();
                     tokio::spawn(async move {
@@ -341,9 +339,21 @@ impl Service {
                             let _ = inbox.send(Request::Timer { conn, timer }).await;
                         }
                     });
+                    continue;
                 }
-                Action::Store(op) => store_ops.push(op),
-                Action::Notify(change) => self.notify(change),
+                Action::Store(op) => {
+                    store_ops.push(op);
+                    continue;
+                }
+                Action::Notify(change) => {
+                    self.notify(change);
+                    continue;
+                }
+            };
+            if !self.tell(conn, command) {
+                // Cut off: the engine learns at once, not when the connection
+                // task gets round to it, so the identity is free again.
+                queue.extend(self.engine.on_close(conn));
             }
         }
         if !store_ops.is_empty() {
@@ -353,16 +363,18 @@ impl Service {
     }
 
     /// Never waits: a peer that stopped reading while its queue filled up
-    /// is cut off (dropping the sender ends its connection task, which then
-    /// reports Closed) rather than stalling every other connection.
-    fn tell(&mut self, conn: ConnId, command: ConnCommand) {
+    /// is cut off (dropping the sender ends its connection task) rather than
+    /// stalling every other connection. False when it was cut off now.
+    fn tell(&mut self, conn: ConnId, command: ConnCommand) -> bool {
         let Some(tx) = self.conns.get(&conn) else {
-            return;
+            return true;
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(command) {
             warn!(conn, "peer does not read its messages; disconnecting");
             self.conns.remove(&conn);
+            return false;
         }
+        true
     }
 
     fn notify(&self, change: Change) {
