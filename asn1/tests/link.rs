@@ -252,6 +252,18 @@ fn link_config(peer: String, expect: ComponentType, unit: Duration) -> ClientLin
     }
 }
 
+/// The link's next connection, as a raw peer.
+async fn accept_raw(listener: &TcpListener) -> RawPeer {
+    let (stream, _) = timeout(GUARD, listener.accept())
+        .await
+        .expect("connects")
+        .expect("accept");
+    RawPeer {
+        stream,
+        buf: BytesMut::new(),
+    }
+}
+
 async fn next_event(link: &mut ClientLink) -> ClientLinkEvent {
     timeout(GUARD, link.event())
         .await
@@ -382,14 +394,7 @@ async fn wrong_peer_type_stops_the_link() {
         ComponentType::RemsimServer,
         Duration::from_millis(10),
     ));
-    let (stream, _) = timeout(GUARD, listener.accept())
-        .await
-        .expect("connects")
-        .expect("accept");
-    let mut bankd = RawPeer {
-        stream,
-        buf: BytesMut::new(),
-    };
+    let mut bankd = accept_raw(&listener).await;
     bankd.recv_pdu().await;
     let wrong = Identity::new(ComponentType::RemsimBankd, "b", "remsim-bankd", "test");
     bankd
@@ -425,14 +430,7 @@ async fn tolerated_results_keep_the_link_up() {
         timeout: Duration::from_secs(10),
     };
     let mut link = ClientLink::spawn(config);
-    let (stream, _) = timeout(GUARD, listener.accept())
-        .await
-        .expect("connects")
-        .expect("accept");
-    let mut bankd = RawPeer {
-        stream,
-        buf: BytesMut::new(),
-    };
+    let mut bankd = accept_raw(&listener).await;
     bankd.recv_pdu().await;
     let id = Identity::new(ComponentType::RemsimBankd, "b", "remsim-bankd", "test");
     bankd
