@@ -186,6 +186,50 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// This workspace's remsim-server on 127.0.0.1 (`rspro` and `api` ports),
+/// its database at `db`, output discarded.
+pub fn start_server(db: &std::path::Path, rspro: u16, api: u16, extra: &[&str]) -> Proc {
+    let (rspro, api) = (format!("127.0.0.1:{rspro}"), format!("127.0.0.1:{api}"));
+    let db = db.to_string_lossy();
+    let args = ["--rspro-listen", &rspro, "--api-listen", &api, "--db", &db];
+    spawn_quiet(&workspace_binary("remsim-server"), &[&args, extra].concat())
+}
+
+/// This workspace's remsim-bankd with soft SIMs: bank `bank_id` of `slots`
+/// slots, registered at the server's RSPRO port `server`, serving clients on
+/// 127.0.0.1:`listen`, output discarded.
+pub fn start_soft_bankd(
+    server: u16,
+    bank_id: u32,
+    slots: u32,
+    listen: u16,
+    extra: &[&str],
+) -> Proc {
+    let (server, bank_id, slots, listen) = (
+        server.to_string(),
+        bank_id.to_string(),
+        slots.to_string(),
+        listen.to_string(),
+    );
+    let args = [
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &server,
+        "-b",
+        &bank_id,
+        "-n",
+        &slots,
+        "-I",
+        "127.0.0.1",
+        "-P",
+        &listen,
+        "--backend",
+        "soft",
+    ];
+    spawn_quiet(&workspace_binary("remsim-bankd"), &[&args, extra].concat())
+}
+
 /// A private pcscd with the vsmartcard vpcd driver, for tests that need a
 /// real PC/SC stack: pcscd's socket path and vpcd's ports are fixed, so each
 /// such test runs in its own mount and network namespace (as root).

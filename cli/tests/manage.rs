@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use rspro::testing::{GUARD, Peer, Proc, free_port, workspace_binary};
+use rspro::testing::{GUARD, Peer, Proc, free_port, start_server};
 use rspro::{ClientSlot, ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use serde_json::Value;
 
@@ -29,21 +29,7 @@ async fn setup(tag: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("remsimctl-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let (rspro, api) = (free_port(), free_port());
-    let server = Proc(
-        Command::new(workspace_binary("remsim-server"))
-            .args([
-                "--rspro-listen",
-                &format!("127.0.0.1:{rspro}"),
-                "--api-listen",
-                &format!("127.0.0.1:{api}"),
-            ])
-            .arg("--db")
-            .arg(dir.join("remsim.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts"),
-    );
+    let server = start_server(&dir.join("remsim.db"), rspro, api, &[]);
     let s = Setup {
         _server: server,
         rspro: format!("127.0.0.1:{rspro}").parse().expect("addr"),

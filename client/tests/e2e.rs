@@ -14,29 +14,13 @@ use std::time::Duration;
 
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use rspro::testing::{GUARD, Proc, free_port, workspace_binary};
+use rspro::testing::{GUARD, Proc, free_port, start_server, start_soft_bankd};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;
 
-fn start_server(db: &std::path::Path, rspro: u16, api: u16) -> Proc {
-    Proc(
-        Command::new(workspace_binary("remsim-server"))
-            .args([
-                "--rspro-listen",
-                &format!("127.0.0.1:{rspro}"),
-                "--api-listen",
-                &format!("127.0.0.1:{api}"),
-            ])
-            .arg("--db")
-            .arg(db)
-            .args(["--keepalive-interval", "1s", "--keepalive-timeout", "1s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts"),
-    )
-}
+/// Short keep-alive: losses are noticed within the tests' time.
+const KEEPALIVE_1S: &[&str] = &["--keepalive-interval", "1s", "--keepalive-timeout", "1s"];
 
 async fn connect_api(port: u16) -> RemsimServiceClient<tonic::transport::Channel> {
     let start = std::time::Instant::now();
@@ -102,34 +86,9 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("remsim.db");
     let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
-    let mut server = start_server(&db, rspro, api_port);
+    let mut server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
     let mut api = connect_api(api_port).await;
-    let _bankd = Proc(
-        Command::new(workspace_binary("remsim-bankd"))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &rspro.to_string(),
-                "-b",
-                "1",
-                "-n",
-                "4",
-            ])
-            .args([
-                "-I",
-                "127.0.0.1",
-                "-P",
-                &bankd_port.to_string(),
-                "--backend",
-                "soft",
-            ])
-            .args(["--keepalive-interval", "1s", "--keepalive-timeout", "1s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bankd starts"),
-    );
+    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
     // The bankd listens on a test port: tell clients so.
     let endpoint = pb::SetBankEndpointRequest {
         bank_id: 1,
@@ -226,7 +185,7 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
     assert_eq!(shell.apdu("00b000000a"), iccid(1025));
     // ...and comes back with its maps; the repeated configuration does not
     // disturb the modem (no new SET_ATR, no reset).
-    let _server = start_server(&db, rspro, api_port);
+    let _server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
     let mut api = connect_api(api_port).await;
     let start = std::time::Instant::now();
     loop {

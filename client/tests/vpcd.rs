@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pcsc::{Context, Protocols, Scope, ShareMode};
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use rspro::testing::{pcscd, spawn_quiet, workspace_binary};
+use rspro::testing::{pcscd, spawn_quiet, start_server, start_soft_bankd};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::{USIM_AID, encode_imsi, swapped_bcd};
@@ -43,34 +43,9 @@ fn inside_namespace() {
     std::fs::create_dir_all(&dir).expect("dir");
     let _pcscd = pcscd::start(&dir, "pcscd.log");
 
-    let db = dir.join("remsim.db");
-    let db = db.to_string_lossy();
-    let _server = spawn_quiet(
-        &workspace_binary("remsim-server"),
-        &[
-            "--rspro-listen",
-            "127.0.0.1:9998",
-            "--api-listen",
-            "127.0.0.1:9997",
-            "--db",
-            &db,
-        ],
-    );
-    let _bankd = spawn_quiet(
-        &workspace_binary("remsim-bankd"),
-        &[
-            "-i",
-            "127.0.0.1",
-            "-b",
-            "1",
-            "-n",
-            "2",
-            "-I",
-            "127.0.0.1",
-            "--backend",
-            "soft",
-        ],
-    );
+    // Default ports: this test has its own network namespace.
+    let _server = start_server(&dir.join("remsim.db"), 9998, 9997, &[]);
+    let _bankd = start_soft_bankd(9998, 1, 2, 9999, &[]);
     let _client = spawn_quiet(
         Path::new(env!("CARGO_BIN_EXE_remsim-client")),
         &["-i", "127.0.0.1", "-c", "23", "-n", "0", "vpcd"],

@@ -88,7 +88,7 @@ mod tests {
     use super::fake::FakeCardem;
     use super::*;
     use rspro::SlotPhysStatus;
-    use rspro::testing::{Proc, free_port, workspace_binary};
+    use rspro::testing::{free_port, start_server, start_soft_bankd};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -233,47 +233,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("st2-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
-        let quiet = || std::process::Stdio::null();
-        let _server = Proc(
-            std::process::Command::new(workspace_binary("remsim-server"))
-                .args([
-                    "--rspro-listen",
-                    &format!("127.0.0.1:{rspro}"),
-                    "--api-listen",
-                    &format!("127.0.0.1:{api_port}"),
-                ])
-                .arg("--db")
-                .arg(dir.join("remsim.db"))
-                .stdout(quiet())
-                .stderr(quiet())
-                .spawn()
-                .expect("server"),
-        );
-        let _bankd = Proc(
-            std::process::Command::new(workspace_binary("remsim-bankd"))
-                .args([
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &rspro.to_string(),
-                    "-b",
-                    "1",
-                    "-n",
-                    "2",
-                ])
-                .args([
-                    "-I",
-                    "127.0.0.1",
-                    "-P",
-                    &bankd_port.to_string(),
-                    "--backend",
-                    "soft",
-                ])
-                .stdout(quiet())
-                .stderr(quiet())
-                .spawn()
-                .expect("bankd"),
-        );
+        let _server = start_server(&dir.join("remsim.db"), rspro, api_port, &[]);
+        let _bankd = start_soft_bankd(rspro, 1, 2, bankd_port, &[]);
         let start = std::time::Instant::now();
         let mut api = loop {
             if let Ok(c) = remsim_api::v1::remsim_service_client::RemsimServiceClient::connect(
