@@ -112,8 +112,15 @@ pub struct PcscBackend {
     share: ShareMode,
 }
 
+/// An open card and the buffer its responses are received in (allocated
+/// once, not per APDU).
+struct OpenCard {
+    card: pcsc::Card,
+    response: Vec<u8>,
+}
+
 pub struct PcscCard {
-    card: Arc<Mutex<Option<pcsc::Card>>>,
+    card: Arc<Mutex<Option<OpenCard>>>,
     share: ShareMode,
     atr: Vec<u8>,
 }
@@ -198,7 +205,10 @@ impl PcscBackend {
                     Ok(card) => {
                         let atr = card.status2_owned().map_err(pcsc_error)?.atr().to_vec();
                         return Ok(PcscCard {
-                            card: Arc::new(Mutex::new(Some(card))),
+                            card: Arc::new(Mutex::new(Some(OpenCard {
+                                card,
+                                response: vec![0; MAX_RESPONSE],
+                            }))),
                             share,
                             atr,
                         });
@@ -217,12 +227,11 @@ impl PcscCard {
         let card = self.card.clone();
         let apdu = apdu.to_vec();
         blocking(move || {
-            let guard = lock(&card);
-            let Some(card) = guard.as_ref() else {
+            let mut guard = lock(&card);
+            let Some(OpenCard { card, response }) = guard.as_mut() else {
                 return Err(CardError::NotPresent("card released".into()));
             };
-            let mut buf = vec![0u8; MAX_RESPONSE];
-            let response = card.transmit(&apdu, &mut buf).map_err(pcsc_error)?;
+            let response = card.transmit(&apdu, response).map_err(pcsc_error)?;
             if response.len() < 2 {
                 return Err(CardError::Transmission(format!(
                     "{}-byte response without status word",
@@ -239,7 +248,7 @@ impl PcscCard {
         let share = self.share;
         let atr = blocking(move || {
             let mut guard = lock(&card);
-            let Some(card) = guard.as_mut() else {
+            let Some(OpenCard { card, .. }) = guard.as_mut() else {
                 return Err(CardError::NotPresent("card released".into()));
             };
             let how = match kind {
@@ -258,7 +267,7 @@ impl PcscCard {
     async fn release(self) {
         let card = self.card;
         let _ = blocking(move || {
-            if let Some(card) = lock(&card).take() {
+            if let Some(OpenCard { card, .. }) = lock(&card).take() {
                 let _ = card.disconnect(Disposition::UnpowerCard);
             }
             Ok(())

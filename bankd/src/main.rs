@@ -202,8 +202,11 @@ async fn main() -> anyhow::Result<()> {
         .component_name
         .clone()
         .unwrap_or_else(rspro::pdu::host_name);
-    if name.is_empty() || name.len() > 32 {
-        bail!("component name {name:?} must be 1 to 32 characters");
+    if name.is_empty() || name.len() > rspro::validate::MAX_NAME_LEN {
+        bail!(
+            "component name {name:?} must be 1 to {} characters",
+            rspro::validate::MAX_NAME_LEN
+        );
     }
     // -N names us towards clients too (the C bankd uses the host name there).
     let identity = Identity::new(

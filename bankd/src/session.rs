@@ -110,7 +110,7 @@ impl Session {
             Some(
                 format!("{}: {e}", e.result_code())
                     .chars()
-                    .take(255)
+                    .take(rspro::validate::MAX_ERROR_STRING_LEN)
                     .collect(),
             ),
         ))

@@ -30,14 +30,20 @@ pub fn parse(text: &str) -> Result<Vec<Row>, String> {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let nums: Option<Vec<u32>> = fields
             .iter()
-            .map(|f| f.trim_matches('"').parse().ok().filter(|v| *v <= 1023))
+            .map(|f| {
+                f.trim_matches('"')
+                    .parse()
+                    .ok()
+                    .filter(|v| *v <= rspro::validate::MAX_ID)
+            })
             .collect();
         match nums.as_deref() {
             Some([b, bs, c, cs]) => rows.push(((*b, *bs), (*c, *cs))),
             _ => {
                 return Err(format!(
-                    "line {}: {line:?} is not {HEADER} (numbers 0..1023)",
-                    i + 1
+                    "line {}: {line:?} is not {HEADER} (numbers 0..{})",
+                    i + 1,
+                    rspro::validate::MAX_ID
                 ));
             }
         }

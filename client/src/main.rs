@@ -142,9 +142,14 @@ struct Atr(Vec<u8>);
 fn parse_atr(text: &str) -> Result<Atr, String> {
     hex::decode(text.replace([' ', ':'], ""))
         .ok()
-        .filter(|a| (2..=55).contains(&a.len()))
+        .filter(|a| (2..=rspro::validate::MAX_ATR_LEN).contains(&a.len()))
         .map(Atr)
-        .ok_or_else(|| format!("ATR malformed: {text:?} (2..55 bytes of hex)"))
+        .ok_or_else(|| {
+            format!(
+                "ATR malformed: {text:?} (2..{} bytes of hex)",
+                rspro::validate::MAX_ATR_LEN
+            )
+        })
 }
 
 #[tokio::main]
