@@ -338,7 +338,19 @@ impl Engine {
 
     /// Whether a bank is known at all.
     pub fn bank_known(&self, bank_id: u32) -> bool {
-        self.banks.contains_key(&bank_id) || self.maps.keys().any(|b| b.bank_id == bank_id)
+        self.banks.contains_key(&bank_id) || self.maps_of(bank_id).next().is_some()
+    }
+
+    /// The maps of one bank: a range of the map table, which is ordered by
+    /// bank id first.
+    fn maps_of(&self, bank_id: u32) -> impl Iterator<Item = &Slotmap> {
+        Self::maps_in(&self.maps, bank_id)
+    }
+
+    /// `maps_of` for callers that hold other fields of the engine mutably.
+    fn maps_in(maps: &BTreeMap<BankSlot, Slotmap>, bank_id: u32) -> impl Iterator<Item = &Slotmap> {
+        maps.range(BankSlot::new(bank_id, 0)..=BankSlot::new(bank_id, u32::MAX))
+            .map(|(_, m)| m)
     }
 
     pub fn clients(&self) -> impl Iterator<Item = (&ClientSlot, &LiveClient)> {
@@ -634,9 +646,8 @@ impl Engine {
                     r.sent = false;
                 }
                 let retry: Vec<BankSlot> = self
-                    .maps
-                    .values()
-                    .filter(|m| m.bank.bank_id == bank_id && m.state != MapState::New)
+                    .maps_of(bank_id)
+                    .filter(|m| m.state != MapState::New)
                     .map(|m| m.bank)
                     .collect();
                 for b in retry {
@@ -690,9 +701,7 @@ impl Engine {
             r.sent = false;
         }
         let affected: Vec<(BankSlot, ClientSlot, MapState)> = self
-            .maps
-            .values()
-            .filter(|m| m.bank.bank_id == bank_id)
+            .maps_of(bank_id)
             .map(|m| (m.bank, m.client, m.state))
             .collect();
         for (bank, client, state) in affected {
@@ -708,12 +717,6 @@ impl Engine {
     /// removals, then creates (removals first, so that a slot deleted and
     /// re-mapped ends up with its new map).
     fn push(&mut self, bank_id: u32, out: &mut Vec<Action>) {
-        let creates: Vec<(BankSlot, ClientSlot)> = self
-            .maps
-            .values()
-            .filter(|m| m.bank.bank_id == bank_id && m.state == MapState::New)
-            .map(|m| (m.bank, m.client))
-            .collect();
         let Some(info) = self.banks.get_mut(&bank_id) else {
             return;
         };
@@ -759,7 +762,11 @@ impl Engine {
         } else {
             0
         };
-        let creates: Vec<_> = creates.into_iter().take(room).collect();
+        let creates: Vec<(BankSlot, ClientSlot)> = Self::maps_in(&self.maps, bank_id)
+            .filter(|m| m.state == MapState::New)
+            .take(room)
+            .map(|m| (m.bank, m.client))
+            .collect();
         for (bank, client) in &creates {
             live.owed.push_back(Owed::Create(*bank, *client));
             out.push(Action::Send(
@@ -1005,12 +1012,7 @@ impl Engine {
     pub fn set_endpoint(&mut self, bank_id: u32, endpoint: Option<SocketAddr>) -> Vec<Action> {
         let mut out = Vec::new();
         self.banks.entry(bank_id).or_default().endpoint_override = endpoint;
-        let clients: Vec<ClientSlot> = self
-            .maps
-            .values()
-            .filter(|m| m.bank.bank_id == bank_id)
-            .map(|m| m.client)
-            .collect();
+        let clients: Vec<ClientSlot> = self.maps_of(bank_id).map(|m| m.client).collect();
         for c in clients {
             self.update_client(c, &mut out);
         }

@@ -295,10 +295,8 @@ impl Service {
             })
             .collect();
         self.commit(&ops).await?;
-        for m in &maps {
-            let actions = self.engine.delete(m.bank);
-            self.perform(actions).await;
-        }
+        let actions = maps.iter().flat_map(|m| self.engine.delete(m.bank)).collect();
+        self.perform(actions).await;
         Ok(maps.len() as u32)
     }
 
