@@ -61,7 +61,6 @@ pub enum ClientLinkEvent {
 enum Command {
     Send(RsproPdu),
     SetConnectReq(RsproPdu),
-    Disconnect,
 }
 
 /// Handle to a running client link; dropping it stops the link.
@@ -103,11 +102,6 @@ impl ClientLink {
     /// Replaces the Connect*Req used from the next connect on.
     pub fn set_connect_req(&self, pdu: RsproPdu) {
         let _ = self.commands.send(Command::SetConnectReq(pdu));
-    }
-
-    /// Closes the connection and stops reconnecting.
-    pub fn disconnect(&self) {
-        let _ = self.commands.send(Command::Disconnect);
     }
 
     /// The next event; `None` once the link task has ended.
@@ -179,8 +173,8 @@ async fn run(
             }
             received = recv(&mut d.conn) => match received {
                 Ok(decoded) => d.on_pdu(decoded).await,
-                Err(LinkError::KeepaliveTimeout(t)) => {
-                    warn!(peer = %d.config.peer, timeout = ?t, "keep-alive timeout");
+                Err(LinkError::KeepaliveTimeout) => {
+                    warn!(peer = %d.config.peer, "keep-alive timeout");
                     Some(ClientEvent::KeepaliveTimeout)
                 }
                 Err(e) => {
@@ -190,7 +184,6 @@ async fn run(
             },
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Disconnect) => Some(ClientEvent::Disconnect),
                 Some(Command::SetConnectReq(pdu)) => {
                     d.config.connect_req = pdu;
                     None

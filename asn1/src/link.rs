@@ -93,8 +93,9 @@ impl ConnectionConfig {
 pub enum LinkError {
     #[error("peer closed the connection")]
     Closed,
-    #[error("no PONG within {0:?}: peer considered dead")]
-    KeepaliveTimeout(Duration),
+    // No duration: a probe waits less than the configured timeout.
+    #[error("PING not answered in time: peer considered dead")]
+    KeepaliveTimeout,
     #[error("framing error: {0}")]
     Frame(#[from] FrameError),
     #[error("undecodable RSPRO PDU: {0}")]
@@ -248,9 +249,7 @@ impl Connection {
         };
         match ka.on_deadline(Instant::now()) {
             Some(KeepaliveAction::SendPing) => self.queue(Ccm::Ping),
-            Some(KeepaliveAction::PeerDead) => Err(LinkError::KeepaliveTimeout(
-                self.config.keepalive.map(|k| k.timeout).unwrap_or_default(),
-            )),
+            Some(KeepaliveAction::PeerDead) => Err(LinkError::KeepaliveTimeout),
             None => Ok(()),
         }
     }

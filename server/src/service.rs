@@ -295,7 +295,10 @@ impl Service {
             })
             .collect();
         self.commit(&ops).await?;
-        let actions = maps.iter().flat_map(|m| self.engine.delete(m.bank)).collect();
+        let actions = maps
+            .iter()
+            .flat_map(|m| self.engine.delete(m.bank))
+            .collect();
         self.perform(actions).await;
         Ok(maps.len() as u32)
     }
