@@ -127,9 +127,15 @@ impl Peer {
     }
 }
 
-/// The frames of the C reference session (`conformance/`, section A) with
-/// this message name and direction, e.g. ("createMappingReq", "server -> bankd").
-pub fn c_frames(vectors: &str, message: &str, direction: &str) -> Vec<String> {
+/// The frames (hex) of the C reference session (the repository's copy in
+/// `conformance/`, section A) with this message name and direction, e.g.
+/// ("createMappingReq", "server -> bankd").
+pub fn c_frames(message: &str, direction: &str) -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../conformance/c-reference-vectors.txt"
+    );
+    let vectors = std::fs::read_to_string(path).expect("vectors file");
     let prefix = format!("RSPRO {message} | {direction} |");
     let frames: Vec<String> = vectors
         .lines()
@@ -138,6 +144,11 @@ pub fn c_frames(vectors: &str, message: &str, direction: &str) -> Vec<String> {
         .collect();
     assert!(!frames.is_empty(), "no C frame for {message} {direction}");
     frames
+}
+
+/// The first of `c_frames`, as bytes.
+pub fn c_frame(message: &str, direction: &str) -> Vec<u8> {
+    hex::decode(&c_frames(message, direction)[0]).expect("hex frame")
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind soon).

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use rspro::testing::{c_frame, c_frames};
 use rspro::{BankSlot, ClientSlot, Msg, ResultCode, RsproPdu, SlotPhysStatus};
 use simcard::CardProfile;
 use simcard::card::default_atr;

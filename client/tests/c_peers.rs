@@ -7,21 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rspro::ipa::Frame;
-use rspro::testing::{GUARD, Peer, c_frames};
+use rspro::testing::{GUARD, Peer, c_frame, c_frames};
 use rspro::{ComponentType, IpPort, Msg, Pdu, RsproPdu};
 use tokio::net::TcpListener;
-
-fn vectors() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../conformance/c-reference-vectors.txt"
-    ))
-    .expect("vectors")
-}
-
-fn frame(message: &str, direction: &str) -> Vec<u8> {
-    hex::decode(c_frames(&vectors(), message, direction).remove(0)).expect("hex")
-}
 
 fn pdu_of(frame_bytes: &[u8]) -> RsproPdu {
     match rspro::decode(&frame_bytes[4..]).expect("decodes").pdu {
@@ -71,7 +59,7 @@ async fn c_server_and_c_bankd_see_the_c_client_exchange() {
     let mut server = Peer::from_stream(stream);
     server.send_frame(Frame::Ccm(rspro::ipa::Ccm::Ping)).await;
     let req = server.recv().await;
-    let c_req = pdu_of(&frame("connectClientReq", "client -> server"));
+    let c_req = pdu_of(&c_frame("connectClientReq", "client -> server"));
     let (Msg::ConnectClientReq(ours), Msg::ConnectClientReq(theirs)) = (&req.msg, &c_req.msg)
     else {
         panic!("{req:?}")
@@ -86,17 +74,17 @@ async fn c_server_and_c_bankd_see_the_c_client_exchange() {
         (ComponentType::RemsimClient, "remsim-client")
     );
     server
-        .send_raw(&frame("connectClientRes", "server -> client"))
+        .send_raw(&c_frame("connectClientRes", "server -> client"))
         .await;
     // The C server's ConfigClientBankReq, pointed at our fake bankd's port.
-    let mut config = pdu_of(&frame("configClientBankReq", "server -> client"));
+    let mut config = pdu_of(&c_frame("configClientBankReq", "server -> client"));
     if let Msg::ConfigClientBankReq(m) = &mut config.msg {
         m.bankd = IpPort::from(std::net::SocketAddr::from(([127, 0, 0, 1], bankd_port)));
     }
     server.send(&config).await;
     assert_eq!(
         server.recv_frame_hex().await,
-        hex::encode(frame("configClientBankRes", "client -> server"))
+        hex::encode(c_frame("configClientBankRes", "client -> server"))
     );
 
     // As the C bankd.
@@ -111,17 +99,19 @@ async fn c_server_and_c_bankd_see_the_c_client_exchange() {
     };
     assert_eq!(m.client_slot, Some(rspro::ClientSlot::new(23, 0)));
     bankd
-        .send_raw(&frame("connectClientRes", "bankd -> client"))
+        .send_raw(&c_frame("connectClientRes", "bankd -> client"))
         .await;
     assert_eq!(
         next_line(),
         "SET_ATR: 3b 00 ",
         "the local ATR once the bankd is connected"
     );
-    bankd.send_raw(&frame("setAtrReq", "bankd -> client")).await;
+    bankd
+        .send_raw(&c_frame("setAtrReq", "bankd -> client"))
+        .await;
     assert_eq!(
         bankd.recv_frame_hex().await,
-        hex::encode(frame("setAtrRes", "client -> bankd"))
+        hex::encode(c_frame("setAtrRes", "client -> bankd"))
     );
     let atr = next_line();
     assert_eq!(
@@ -134,15 +124,15 @@ async fn c_server_and_c_bankd_see_the_c_client_exchange() {
     stdin.flush().expect("flush");
     assert_eq!(
         bankd.recv_frame_hex().await,
-        c_frames(&vectors(), "tpduModemToCard", "client -> bankd").remove(0)
+        c_frames("tpduModemToCard", "client -> bankd").remove(0)
     );
     bankd
-        .send_raw(&frame("tpduCardToModem", "bankd -> client"))
+        .send_raw(&c_frame("tpduCardToModem", "bankd -> client"))
         .await;
     assert_eq!(next_line(), "R-APDU: 61 0c ");
     // RESET: the C client's ClientSlotStatusInd (power off), then power on,
     // so that every RESET, not only the first, is an edge the bankd acts on.
-    let off = frame("clientSlotStatusInd", "client -> bankd");
+    let off = c_frame("clientSlotStatusInd", "client -> bankd");
     let Msg::ClientSlotStatusInd(off_ind) = pdu_of(&off).msg else {
         panic!("vector is a ClientSlotStatusInd")
     };

@@ -7,11 +7,8 @@ mod common;
 
 use common::*;
 use rspro::ipa::Frame;
+use rspro::testing::{c_frame, c_frames};
 use rspro::{ComponentType, Msg, ResultCode};
-
-fn bytes(h: &str) -> Vec<u8> {
-    hex::decode(h).expect("hex")
-}
 
 #[tokio::test]
 async fn c_equivalent_ladder() {
@@ -27,7 +24,7 @@ async fn c_equivalent_ladder() {
         "PING at accept, as the C server"
     );
     bankd
-        .send_raw(&bytes(&c_frame("connectBankReq", "bankd -> server")))
+        .send_raw(&c_frame("connectBankReq", "bankd -> server"))
         .await;
     let res = bankd.recv().await;
     assert_eq!((res.version, res.tag), (2, 0));
@@ -49,10 +46,10 @@ async fn c_equivalent_ladder() {
     assert_eq!(map.id, 65536);
     assert_eq!(
         bankd.recv_frame_hex().await,
-        c_frame("createMappingReq", "server -> bankd")
+        hex::encode(c_frame("createMappingReq", "server -> bankd"))
     );
     bankd
-        .send_raw(&bytes(&c_frame("createMappingRes", "bankd -> server")))
+        .send_raw(&c_frame("createMappingRes", "bankd -> server"))
         .await;
     wait_maps(&mut api, |m| {
         m.len() == 1 && m[0].state() == remsim_api::v1::SlotmapState::Active
@@ -63,7 +60,7 @@ async fn c_equivalent_ladder() {
     // tag 2342, then the C server's ConfigClientBankReq (127.0.0.1:9999).
     let mut client = Peer::connect(server.rspro).await;
     client
-        .send_raw(&bytes(&c_frame("connectClientReq", "client -> server")))
+        .send_raw(&c_frame("connectClientReq", "client -> server"))
         .await;
     let res = client.recv().await;
     assert_eq!((res.version, res.tag), (2, 2342));
@@ -74,7 +71,7 @@ async fn c_equivalent_ladder() {
     let config = c_frames("configClientBankReq", "server -> client");
     assert_eq!(client.recv_frame_hex().await, config[0]);
     client
-        .send_raw(&bytes(&c_frame("configClientBankRes", "client -> server")))
+        .send_raw(&c_frame("configClientBankRes", "client -> server"))
         .await;
 
     // Deleted over gRPC: RemoveMappingReq, RemoveMappingRes, then the client
@@ -82,13 +79,13 @@ async fn c_equivalent_ladder() {
     api.delete_slotmap(by_bank((1, 0))).await.expect("deleted");
     assert_eq!(
         bankd.recv_frame_hex().await,
-        c_frame("removeMappingReq", "server -> bankd")
+        hex::encode(c_frame("removeMappingReq", "server -> bankd"))
     );
     client
         .expect_quiet(std::time::Duration::from_millis(200))
         .await;
     bankd
-        .send_raw(&bytes(&c_frame("removeMappingRes", "bankd -> server")))
+        .send_raw(&c_frame("removeMappingRes", "bankd -> server"))
         .await;
     assert_eq!(client.recv_frame_hex().await, config[1]);
     assert!(slotmaps(&mut api).await.is_empty());

@@ -15,19 +15,6 @@ use tokio::time::timeout;
 use rspro::testing::Proc;
 pub use rspro::testing::{GUARD, Peer, free_port};
 
-pub fn c_frames(message: &str, direction: &str) -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../conformance/c-reference-vectors.txt"
-    );
-    let text = std::fs::read_to_string(path).expect("vectors file");
-    rspro::testing::c_frames(&text, message, direction)
-}
-
-pub fn c_frame(message: &str, direction: &str) -> Vec<u8> {
-    hex::decode(c_frames(message, direction).remove(0)).expect("hex")
-}
-
 /// A simulated remsim-server: accepts the bankd's control connection.
 pub struct SimServer {
     listener: TcpListener,

@@ -258,17 +258,3 @@ pub async fn wait_maps(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-/// The frames of the C reference session with this name and direction.
-pub fn c_frames(message: &str, direction: &str) -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../conformance/c-reference-vectors.txt"
-    );
-    let text = std::fs::read_to_string(path).expect("vectors file");
-    rspro::testing::c_frames(&text, message, direction)
-}
-
-pub fn c_frame(message: &str, direction: &str) -> String {
-    c_frames(message, direction).remove(0)
-}
