@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use remsim_daemon::LogFormat;
 use rspro::client_link::ClientLinkConfig;
-use rspro::keepalive::{KeepaliveConfig, parse_duration};
+use rspro::keepalive::parse_duration;
 use rspro::reconnect::ReconnectConfig;
 use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
 use simcard::CardProfile;
@@ -154,12 +154,9 @@ struct Args {
     /// How often a mapped card that could not be opened is tried again.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     card_retry: Duration,
-    /// Keep-alive towards clients and the server: idle time after a PONG.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    keepalive_interval: Duration,
-    /// Keep-alive: how long a PING may go unanswered.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    keepalive_timeout: Duration,
+    /// Keep-alive towards clients and the server.
+    #[command(flatten)]
+    keepalive: remsim_daemon::KeepaliveArgs,
 }
 
 fn backend(args: &Args) -> anyhow::Result<card::Backend> {
@@ -215,10 +212,7 @@ async fn main() -> anyhow::Result<()> {
         "remsim-bankd",
         env!("CARGO_PKG_VERSION"),
     );
-    let keepalive = KeepaliveConfig {
-        interval: args.keepalive_interval,
-        timeout: args.keepalive_timeout,
-    };
+    let keepalive = args.keepalive.config();
 
     let gsmtap = match &args.gsmtap_ip {
         Some(host) => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use remsim_daemon::LogFormat;
-use rspro::keepalive::{KeepaliveConfig, parse_duration};
+use rspro::keepalive::parse_duration;
 use rspro::{ClientSlot, ComponentType, Identity};
 use tokio::sync::mpsc;
 
@@ -123,12 +123,8 @@ struct Args {
     log_level: String,
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
-    /// Keep-alive: idle time after a PONG.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
-    keepalive_interval: Duration,
-    /// Keep-alive: how long a PING may go unanswered.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
-    keepalive_timeout: Duration,
+    #[command(flatten)]
+    keepalive: remsim_daemon::KeepaliveArgs,
     #[command(subcommand)]
     frontend: Frontend,
 }
@@ -169,10 +165,7 @@ async fn main() -> anyhow::Result<()> {
         ignore_bank_atr: args.ignore_bank_atr,
         event_script: args.event_script.clone(),
         usb: None,
-        keepalive: KeepaliveConfig {
-            interval: args.keepalive_interval,
-            timeout: args.keepalive_timeout,
-        },
+        keepalive: args.keepalive.config(),
     };
     let mut config = config;
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();

@@ -1,9 +1,33 @@
 //! What every remsim program shares at its edges: logs on stderr, for
-//! people or (`--log-format json`) for Kubernetes, and waiting for SIGTERM
-//! or SIGINT.
+//! people or (`--log-format json`) for Kubernetes, the keep-alive options,
+//! and waiting for SIGTERM or SIGINT.
+
+use std::time::Duration;
 
 use anyhow::Context;
+use rspro::keepalive::{KeepaliveConfig, parse_duration};
 use tracing_subscriber::EnvFilter;
+
+/// `--keepalive-interval` and `--keepalive-timeout` (the C suite's 30 s and
+/// 10 s by default), for every RSPRO link of a program.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct KeepaliveArgs {
+    /// Keep-alive: idle time after a PONG before the next PING.
+    #[arg(long, env = "REMSIM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration, global = true)]
+    keepalive_interval: Duration,
+    /// Keep-alive: how long a PING may go unanswered.
+    #[arg(long, env = "REMSIM_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    keepalive_timeout: Duration,
+}
+
+impl KeepaliveArgs {
+    pub fn config(&self) -> KeepaliveConfig {
+        KeepaliveConfig {
+            interval: self.keepalive_interval,
+            timeout: self.keepalive_timeout,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
 use remsim_daemon::LogFormat;
-use rspro::keepalive::{KeepaliveConfig, parse_duration};
+use rspro::keepalive::parse_duration;
 use rspro::{ComponentType, Identity};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -51,12 +51,8 @@ struct Args {
     /// Durability of database commits.
     #[arg(long, env = "REMSIM_DB_SYNC", value_enum, default_value = "normal")]
     db_sync: DbSync,
-    /// Idle time after a PONG before the next PING.
-    #[arg(long, env = "REMSIM_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    keepalive_interval: Duration,
-    /// How long a peer has to answer a PING.
-    #[arg(long, env = "REMSIM_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    keepalive_timeout: Duration,
+    #[command(flatten)]
+    keepalive: remsim_daemon::KeepaliveArgs,
     /// How long the holder of a bank or client identity has to answer a PING
     /// when a second connection claims the same identity.
     #[arg(long, env = "REMSIM_PROBE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
@@ -111,10 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let service = service::Service::new(engine, store, &inbox_tx, args.probe_timeout);
     let service_task = tokio::spawn(service.run(inbox_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let keepalive = KeepaliveConfig {
-        interval: args.keepalive_interval,
-        timeout: args.keepalive_timeout,
-    };
+    let keepalive = args.keepalive.config();
     let listener_task = tokio::spawn(listener::serve(
         rspro,
         inbox_tx.clone(),
