@@ -55,7 +55,15 @@ pub async fn run(
                         continue;
                     }
                 };
-                maps.send_replace(Arc::new(table.clone()));
+                // Client tasks wake only for a real change, not for every
+                // refused or repeated request.
+                maps.send_if_modified(|published| {
+                    let changed = **published != table;
+                    if changed {
+                        *published = Arc::new(table.clone());
+                    }
+                    changed
+                });
                 if let Err(e) = link.send(response) {
                     warn!(error = %e, "could not answer the server");
                 }
