@@ -99,22 +99,36 @@ struct Args {
     #[arg(short = 'n', long = "num-slots", env = "REMSIM_NUM_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     num_slots: u32,
     /// Component name in our identity (default: the host name).
-    #[arg(short = 'N', long = "component-name")]
+    #[arg(short = 'N', long = "component-name", env = "REMSIM_COMPONENT_NAME")]
     component_name: Option<String>,
     /// Address for client connections.
-    #[arg(short = 'I', long = "bind-ip", default_value = "0.0.0.0")]
+    #[arg(
+        short = 'I',
+        long = "bind-ip",
+        env = "REMSIM_BIND_IP",
+        default_value = "0.0.0.0"
+    )]
     bind_ip: IpAddr,
     /// Port for client connections.
-    #[arg(short = 'P', long = "bind-port", default_value_t = 9999)]
+    #[arg(
+        short = 'P',
+        long = "bind-port",
+        env = "REMSIM_BIND_PORT",
+        default_value_t = 9999
+    )]
     bind_port: u16,
     /// Open readers shared instead of exclusive.
-    #[arg(short = 's', long = "permit-shared-pcsc")]
+    #[arg(
+        short = 's',
+        long = "permit-shared-pcsc",
+        env = "REMSIM_PERMIT_SHARED_PCSC"
+    )]
     shared: bool,
     /// Send GSMTAP traces of APDUs and ATRs to this host (port 4729).
-    #[arg(short = 'g', long = "gsmtap-ip")]
+    #[arg(short = 'g', long = "gsmtap-ip", env = "REMSIM_GSMTAP_IP")]
     gsmtap_ip: Option<String>,
     /// Trace only this slot (SLOT of this bank, or BANK:SLOT; -1: all).
-    #[arg(short = 'G', long = "gsmtap-slot", value_parser = gsmtap_slot, allow_hyphen_values = true)]
+    #[arg(short = 'G', long = "gsmtap-slot", env = "REMSIM_GSMTAP_SLOT", value_parser = gsmtap_slot, allow_hyphen_values = true)]
     gsmtap_slot: Option<GsmtapSlot>,
     /// libosmocore debug mask (accepted for compatibility; use -e).
     #[arg(short = 'd', long = "debug")]
@@ -133,7 +147,7 @@ struct Args {
     /// Accepted for compatibility (timestamps are always printed).
     #[arg(short = 'T', long = "timestamp")]
     _timestamp: bool,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, env = "REMSIM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// The PC/SC slot file.
     #[arg(
@@ -146,13 +160,13 @@ struct Args {
     #[arg(long, value_enum, env = "REMSIM_BACKEND", default_value = "pcsc")]
     backend: BackendKind,
     /// Soft SIM profiles (TOML/JSON), slot i gets card i; generated ones fill the rest.
-    #[arg(long = "soft-profiles")]
+    #[arg(long = "soft-profiles", env = "REMSIM_SOFT_PROFILES")]
     soft_profiles: Option<PathBuf>,
     /// How long a client may take to send ConnectClientReq.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "REMSIM_IDENTIFY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     identify_timeout: Duration,
     /// How often a mapped card that could not be opened is tried again.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "REMSIM_CARD_RETRY", default_value = "10s", value_parser = parse_duration)]
     card_retry: Duration,
     /// Keep-alive towards clients and the server.
     #[command(flatten)]

@@ -28,7 +28,7 @@ enum Frontend {
     /// The remote card as a local PC/SC card through vsmartcard-vpcd.
     Vpcd {
         /// Where vpcd listens for its card (slot n: 35963 + n).
-        #[arg(long, default_value = "127.0.0.1:35963")]
+        #[arg(long, env = "REMSIM_VPCD", default_value = "127.0.0.1:35963")]
         vpcd: String,
         /// How long an APDU may wait for the bank.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -98,19 +98,41 @@ struct Args {
     )]
     server_port: u16,
     /// Client id.
-    #[arg(short = 'c', long = "client-id", default_value_t = 0, global = true)]
+    #[arg(
+        short = 'c',
+        long = "client-id",
+        env = "REMSIM_CLIENT_ID",
+        default_value_t = 0,
+        global = true
+    )]
     client_id: u32,
     /// Client slot number.
-    #[arg(short = 'n', long = "client-slot", default_value_t = 0, global = true)]
+    #[arg(
+        short = 'n',
+        long = "client-slot",
+        env = "REMSIM_CLIENT_SLOT",
+        default_value_t = 0,
+        global = true
+    )]
     client_slot: u32,
     /// ATR presented to the modem until the bank card's arrives (hex, 2..55 bytes).
-    #[arg(short = 'a', long = "atr", default_value = "3b00", value_parser = parse_atr, global = true)]
+    #[arg(short = 'a', long = "atr", env = "REMSIM_ATR", default_value = "3b00", value_parser = parse_atr, global = true)]
     atr: Atr,
     /// Keep presenting -a even when the bank sends the card's ATR.
-    #[arg(short = 'r', long = "atr-ignore-rspro", global = true)]
+    #[arg(
+        short = 'r',
+        long = "atr-ignore-rspro",
+        env = "REMSIM_ATR_IGNORE_RSPRO",
+        global = true
+    )]
     ignore_bank_atr: bool,
     /// Script run on events (its first argument is the cause).
-    #[arg(short = 'e', long = "event-script", global = true)]
+    #[arg(
+        short = 'e',
+        long = "event-script",
+        env = "REMSIM_EVENT_SCRIPT",
+        global = true
+    )]
     event_script: Option<String>,
     /// libosmocore debug mask (accepted for compatibility).
     #[arg(short = 'd', long = "debug", global = true)]
@@ -121,7 +143,13 @@ struct Args {
     /// Log filter.
     #[arg(long, env = "REMSIM_LOG", default_value = "info", global = true)]
     log_level: String,
-    #[arg(long, value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        env = "REMSIM_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(flatten)]
     keepalive: remsim_daemon::KeepaliveArgs,

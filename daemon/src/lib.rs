@@ -2,6 +2,7 @@
 //! people or (`--log-format json`) for Kubernetes, the keep-alive options,
 //! and waiting for SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -39,8 +40,11 @@ pub enum LogFormat {
 /// Sets up logging with a tracing filter (`info`, `debug`, `remsim_server=debug`, ...).
 pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter).with_context(|| format!("log filter {filter:?}"))?;
+    // Colour only on a terminal, and never when NO_COLOR is set (no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),

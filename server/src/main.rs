@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     info!(rspro = %args.rspro_listen, api = %args.api_listen, "listening");
 
     let (inbox_tx, inbox_rx) = mpsc::channel(service::INBOX_CAPACITY);
+    let store_handle = store.clone();
     let service = service::Service::new(engine, store, &inbox_tx, args.probe_timeout);
     let service_task = tokio::spawn(service.run(inbox_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -164,6 +165,13 @@ async fn main() -> anyhow::Result<()> {
     .await;
     if finished.is_err() {
         warn!(?bound, "shutdown took too long; exiting anyway");
+    }
+    // Waits for the service's last write, if it is still running.
+    if tokio::time::timeout(Duration::from_secs(2), store_handle.close())
+        .await
+        .is_err()
+    {
+        warn!("database still busy at exit; its WAL file holds the last commits");
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ use sqlx::{Row, SqlitePool};
 
 use crate::engine::StoreOp;
 
+/// A cheap handle: clones share the one connection.
+#[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
 }
@@ -58,6 +60,12 @@ impl Store {
             .await
             .with_context(|| format!("migrating database {}", path.display()))?;
         Ok(Store { pool })
+    }
+
+    /// Closes the connection: SQLite then folds the write-ahead log into the
+    /// database file, so that the file alone is a complete copy (backups).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     pub async fn load(&self) -> anyhow::Result<Loaded> {

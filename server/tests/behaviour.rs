@@ -221,6 +221,30 @@ async fn maps_survive_kill_9_and_are_pushed_again() {
     expect_create(&bank.recv().await, (2, 1), (31, 0));
 }
 
+/// After SIGTERM the database file alone holds every map: the write-ahead
+/// log is folded back, so a backup that copies only the file loses nothing.
+#[tokio::test]
+async fn sigterm_leaves_a_complete_database_file() {
+    let dir = TempDir::new("sigterm-db");
+    let db = dir.path("remsim.db");
+    let mut server = Server::start(&db).await;
+    {
+        let mut api = server.api().await;
+        api.create_slotmap(create_req((3, 1), (40, 0)))
+            .await
+            .expect("created");
+    }
+    assert!(server.terminate().success());
+    let wal = std::fs::metadata(dir.path("remsim.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the WAL still holds commits after a clean exit");
+    let copy = dir.path("copy.db");
+    std::fs::copy(&db, &copy).expect("copy of the file alone");
+    let server = Server::start(&copy).await;
+    let mut api = server.api().await;
+    let ids: Vec<u32> = slotmaps(&mut api).await.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![(3 << 16) + 1]);
+}
+
 #[tokio::test]
 async fn reset_banks_on_connect_clears_the_bankd_first() {
     let dir = TempDir::new("reset-on-connect");
