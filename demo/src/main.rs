@@ -308,7 +308,7 @@ impl Demo {
             (0..movers).map(|i| maps[(i + 1) % movers].1).collect()
         };
         self.say.line(&format!(
-            "\nRemapping {} to other cards through the API (delete + create):",
+            "\nRemapping through the API (delete + create): {}",
             maps[..movers]
                 .iter()
                 .zip(&targets)
@@ -348,11 +348,23 @@ impl Demo {
             ));
             return Ok(End::ReadFailed);
         }
-        self.stay_up(modems).await
+        // What to try next: move the last modem to a free card (or back
+        // to its own after a delete).
+        let (last, last_slot) = maps[maps.len() - 1];
+        let free = (0..CARDS)
+            .find(|s| maps.iter().all(|m| m.1 != *s))
+            .unwrap_or(last_slot);
+        self.stay_up(modems, (last, (BANK, free))).await
     }
 
     /// Shows the commands to try and the live events until the end.
-    async fn stay_up(&mut self, _modems: Vec<(u32, Modem)>) -> anyhow::Result<End> {
+    /// `example`: a client and a bank slot to map it to after deleting its map.
+    async fn stay_up(
+        &mut self,
+        _modems: Vec<(u32, Modem)>,
+        example: (u32, (u32, u32)),
+    ) -> anyhow::Result<End> {
+        let (client, (bank, slot)) = example;
         let (api_port, ..) = self.ports();
         let server = format!("http://127.0.0.1:{api_port}");
         let ctl = shown(&self.programs.path("remsimctl"));
@@ -362,8 +374,8 @@ impl Demo {
              {ctl} bank list\n  \
              {ctl} client list\n  \
              {ctl} slotmap list\n  \
-             {ctl} slotmap delete --client 3:0\n  \
-             {ctl} slotmap create {BANK}:7 3:0\n  \
+             {ctl} slotmap delete --client {client}:0\n  \
+             {ctl} slotmap create {bank}:{slot} {client}:0\n  \
              grpcurl -plaintext 127.0.0.1:{api_port} list     (if you have grpcurl)\n\
              Logs: {dir}/*.log. Live events follow (remsimctl watch); Ctrl-C ends the demo.",
             dir = shown(&self.dir)

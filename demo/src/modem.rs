@@ -9,7 +9,7 @@ use simcard::CardProfile;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::usim::{self, AuthOutcome};
 
@@ -63,11 +63,18 @@ impl Modem {
         Modem { stdin, lines }
     }
 
-    async fn line(&mut self, bound: Duration, waiting_for: &str) -> Result<String, String> {
-        match timeout(bound, self.lines.recv()).await {
+    /// The client's next line, or a message naming what was awaited and
+    /// for how long (`bound` as the caller set it).
+    async fn line_until(
+        &mut self,
+        deadline: Instant,
+        bound: Duration,
+        waiting_for: &str,
+    ) -> Result<String, String> {
+        match timeout_at(deadline, self.lines.recv()).await {
             Ok(Some(line)) => Ok(line),
             Ok(None) => Err(format!("the client ended while waiting for {waiting_for}")),
-            Err(_) => Err(format!("no {waiting_for} within {bound:?}")),
+            Err(_) => Err(format!("no {waiting_for} within {} s", bound.as_secs())),
         }
     }
 
@@ -79,11 +86,10 @@ impl Modem {
         bound: Duration,
         after_loss: bool,
     ) -> Result<String, String> {
-        let deadline = tokio::time::Instant::now() + bound;
+        let deadline = Instant::now() + bound;
         let mut lost = !after_loss;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let line = self.line(left, "a card (SET_ATR)").await?;
+            let line = self.line_until(deadline, bound, "card (SET_ATR)").await?;
             if let Some(atr) = line.strip_prefix("SET_ATR: ") {
                 let atr = atr.trim();
                 if atr == NO_CARD_ATR {
@@ -102,8 +108,9 @@ impl Modem {
             .await
             .map_err(|_| "the client does not read its input".to_string())?
             .map_err(|e| format!("the client's input: {e}"))?;
+        let deadline = Instant::now() + APDU_BOUND;
         loop {
-            let line = self.line(APDU_BOUND, "an R-APDU").await?;
+            let line = self.line_until(deadline, APDU_BOUND, "R-APDU").await?;
             if let Some(rapdu) = line.strip_prefix("R-APDU: ") {
                 return hex::decode(rapdu.replace(' ', ""))
                     .map_err(|_| format!("unreadable R-APDU {rapdu:?}"));

@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(v["imsi"], "001010000000001");
         assert_eq!(v["auth"], "ok");
         let failed = Row {
-            reading: Reading::failed("no a card (SET_ATR) within 20s".into()),
+            reading: Reading::failed("no card (SET_ATR) within 30 s".into()),
             ..row("", None)
         };
         let v: serde_json::Value =
