@@ -95,7 +95,7 @@ struct Args {
     /// Bank id announced to the server.
     #[arg(short = 'b', long = "bank-id", env = "REMSIM_BANK_ID", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=rspro::validate::MAX_ID as i64))]
     bank_id: u32,
-    /// Number of slots (0..1024).
+    /// Number of slots (1..1024).
     #[arg(short = 'n', long = "num-slots", env = "REMSIM_NUM_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     num_slots: u32,
     /// Component name in our identity (default: the host name).

@@ -110,7 +110,7 @@ struct Args {
     #[arg(
         short = 'n',
         long = "client-slot",
-        env = "REMSIM_CLIENT_SLOT",
+        env = "REMSIM_CLIENT_SLOT_NR",
         default_value_t = 0,
         global = true
     )]

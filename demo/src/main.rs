@@ -34,6 +34,8 @@ const CARDS: u32 = 8;
 const BANK: u32 = 1;
 /// How long a modem may wait for its card, after a map or a remap.
 const CARD_BOUND: Duration = Duration::from_secs(30);
+/// The file that marks a folder as the demo's own.
+const DIR_MARKER: &str = ".remsim-demo";
 /// The programs the demo runs.
 const PROGRAMS: [&str; 4] = [
     "remsim-server",
@@ -69,7 +71,7 @@ struct Args {
     /// First of three ports on 127.0.0.1: gRPC API, +1 RSPRO, +2 bankd.
     #[arg(long, default_value_t = 9997, value_parser = clap::value_parser!(u16).range(1..=65533))]
     base_port: u16,
-    /// Demo folder: database, soft SIM profiles, logs (made afresh each run).
+    /// Demo folder: database, soft SIM profiles, logs (emptied at each run).
     #[arg(long, env = "REMSIM_DEMO_DIR", default_value = "remsim-demo")]
     dir: PathBuf,
     /// Where the remsim programs are (default: beside remsim-demo).
@@ -165,16 +167,32 @@ impl Demo {
     }
 
     /// Writes the soft SIM profiles and removes the previous run's database.
+    /// A folder the demo made (it holds the marker) or an empty one is
+    /// emptied of the last run's files; any other is refused, so that a
+    /// mistyped `--dir` never deletes somebody's database.
     fn prepare_dir(&mut self) -> anyhow::Result<()> {
+        let shown_dir = self.dir.display().to_string();
         std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating the demo folder {}", self.dir.display()))?;
-        for old in ["remsim.db", "remsim.db-wal", "remsim.db-shm"] {
-            let path = self.dir.join(old);
-            if path.exists() {
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing {}", path.display()))?;
-            }
+            .with_context(|| format!("creating the demo folder {shown_dir}"))?;
+        let marker = self.dir.join(DIR_MARKER);
+        let entries: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {shown_dir}"))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {shown_dir}"))?;
+        if !entries.is_empty() && !marker.exists() {
+            anyhow::bail!(
+                "{shown_dir} is not empty and not a demo folder (no {DIR_MARKER}); choose a new folder with --dir"
+            );
         }
+        for path in entries.iter().filter(|p| p.is_file() && **p != marker) {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        std::fs::write(
+            &marker,
+            "made by remsim-demo, which empties this folder at each run\n",
+        )
+        .with_context(|| format!("writing {}", marker.display()))?;
         self.cards = CardProfile::generate(1, CARDS);
         let profiles = self.dir.join("cards.toml");
         std::fs::write(&profiles, simcard::profile::to_toml(&self.cards))
@@ -361,10 +379,15 @@ impl Demo {
     /// `example`: a client and a bank slot to map it to after deleting its map.
     async fn stay_up(
         &mut self,
-        _modems: Vec<(u32, Modem)>,
+        mut modems: Vec<(u32, Modem)>,
         example: (u32, (u32, u32)),
     ) -> anyhow::Result<End> {
         let (client, (bank, slot)) = example;
+        // The modems stay powered, their output read and dropped, so that
+        // remaps made from a second terminal never block a client.
+        for (_, modem) in &mut modems {
+            modem.discard_output();
+        }
         let (api_port, ..) = self.ports();
         let server = format!("http://127.0.0.1:{api_port}");
         let ctl = shown(&self.programs.path("remsimctl"));
@@ -394,7 +417,7 @@ impl Demo {
         let watch =
             self.programs
                 .spawn_logged("remsimctl", cmd, &self.dir.join("watch.log"), false)?;
-        self.procs.push(watch);
+        self.started(watch, "watch (events below)");
 
         let duration = self.args.duration;
         let until = async move {
@@ -426,17 +449,29 @@ impl Demo {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C), SIGTERM or SIGHUP.
-async fn stop_signal() -> anyhow::Result<()> {
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP, caught from the moment this is made.
+struct StopSignals([tokio::signal::unix::Signal; 3]);
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        let catch =
+            |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("{name} handler"));
+        Ok(StopSignals([
+            catch(SignalKind::interrupt(), "SIGINT")?,
+            catch(SignalKind::terminate(), "SIGTERM")?,
+            catch(SignalKind::hangup(), "SIGHUP")?,
+        ]))
     }
-    Ok(())
+
+    /// Resolves when one of them arrives.
+    async fn recv(&mut self) {
+        let [int, term, hup] = &mut self.0;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<End> {
@@ -467,14 +502,10 @@ async fn run(args: Args) -> anyhow::Result<End> {
     demo.prepare_dir()?;
     // Signal handlers before the first child, so that Ctrl-C at any moment
     // ends with everything stopped.
-    let stop = stop_signal();
-    tokio::pin!(stop);
+    let mut stop = StopSignals::install()?;
     let outcome = tokio::select! {
         outcome = demo.run() => Some(outcome),
-        signal = &mut stop => {
-            signal?;
-            None
-        }
+        () = stop.recv() => None,
     };
     let outcome = outcome.unwrap_or_else(|| {
         demo.say.line("\nStopping every program the demo started.");

@@ -101,6 +101,14 @@ impl Modem {
         }
     }
 
+    /// From now on the client's lines are read and dropped: a client whose
+    /// output nobody reads would block once its pipe is full.
+    pub fn discard_output(&mut self) {
+        let (_, closed) = mpsc::channel(1);
+        let mut lines = std::mem::replace(&mut self.lines, closed);
+        tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    }
+
     /// Sends one TPDU and returns the R-APDU.
     async fn tpdu(&mut self, cmd: &[u8]) -> Result<Vec<u8>, String> {
         let line = format!("{}\n", hex::encode(cmd));

@@ -19,11 +19,12 @@ use serde_json::Value;
 /// Upper bound of every wait; reaching it fails the test.
 const GUARD: Duration = Duration::from_secs(60);
 
-/// Three consecutive free ports on 127.0.0.1, away from the ephemeral range.
-fn free_base_port(salt: u16) -> u16 {
-    let start = 20_000 + (std::process::id() as u16 % 500) * 16 + salt * 4;
-    (0..200u16)
-        .map(|i| start.wrapping_add(i * 8) % 30_000 + 2_000)
+/// Three consecutive free ports on 127.0.0.1, below the ephemeral range;
+/// each test (`lane`) searches its own range of 2,000 ports.
+fn free_base_port(lane: u16) -> u16 {
+    let start = 20_000 + lane * 2_000 + (std::process::id() % 300) as u16 * 4;
+    (0..300u16)
+        .map(|i| start + (i * 4) % 1_200)
         .find(|base| (0..3).all(|i| TcpListener::bind((Ipv4Addr::LOCALHOST, base + i)).is_ok()))
         .expect("three free ports")
 }
@@ -77,7 +78,7 @@ fn announced_pids(stderr: &[String]) -> Vec<u32> {
     stderr
         .iter()
         .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix("remsim-")?;
+            let rest = l.trim_start().strip_prefix("remsim")?;
             let after = &rest[rest.find(" pid ")? + 5..];
             after.split_whitespace().next()?.parse().ok()
         })
@@ -180,8 +181,8 @@ fn demo_reads_every_card_remaps_two_and_ends_by_itself() {
     let pids = announced_pids(&err);
     assert_eq!(
         pids.len(),
-        6,
-        "server, bankd and 4 clients announced:\n{}",
+        7,
+        "server, bankd, 4 clients and remsimctl watch announced:\n{}",
         err.join("\n")
     );
     assert_all_gone(&pids);
@@ -225,7 +226,7 @@ fn ctrl_c_ends_the_demo_cleanly_while_it_runs() {
         assert_valid_card(row);
     }
     let pids = announced_pids(&err);
-    assert_eq!(pids.len(), 10, "{}", err.join("\n"));
+    assert_eq!(pids.len(), 11, "{}", err.join("\n"));
     assert_all_gone(&pids);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -275,4 +276,26 @@ fn a_taken_port_is_one_clear_line() {
         "{err:?}"
     );
     assert!(!dir.join("remsim.db").exists(), "nothing started");
+}
+
+#[test]
+fn a_folder_that_is_not_the_demos_is_left_alone() {
+    let dir = demo_dir("foreign");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("remsim.db"), b"somebody's database").expect("write");
+    let mut child = demo(&dir, free_base_port(4), &["--duration", "0"]);
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let status = wait_exit(&mut child);
+    let err: Vec<String> = stderr.iter().collect();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].contains("is not empty and not a demo folder"),
+        "{err:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("remsim.db")).expect("still there"),
+        b"somebody's database"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -156,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = shutdown_tx.send(true);
-    let bound = Duration::from_secs(5);
+    // The whole shutdown takes at most 5 s: 4 for the tasks, the rest for
+    // the database's last write and close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let bound = Duration::from_secs(4);
     let finished = tokio::time::timeout(bound, async {
         let _ = listener_task.await;
         let _ = grpc_task.await;
@@ -167,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
         warn!(?bound, "shutdown took too long; exiting anyway");
     }
     // Waits for the service's last write, if it is still running.
-    if tokio::time::timeout(Duration::from_secs(2), store_handle.close())
+    if tokio::time::timeout_at(deadline, store_handle.close())
         .await
         .is_err()
     {
