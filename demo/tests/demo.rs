@@ -257,19 +257,25 @@ fn ctrl_c_during_start_up_leaves_nothing_behind() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs a demo that must refuse to start: exit 1 and one line on stderr.
+fn refusal(dir: &PathBuf, base: u16) -> String {
+    let mut child = demo(dir, base, &["--duration", "0"]);
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let status = wait_exit(&mut child);
+    let err: Vec<String> = stderr.iter().collect();
+    assert_eq!(status.code(), Some(1), "{err:?}");
+    assert_eq!(err.len(), 1, "{err:?}");
+    err[0].clone()
+}
+
 #[test]
 fn a_taken_port_is_one_clear_line() {
     let dir = demo_dir("port");
     let base = free_base_port(3);
     let _taken = TcpListener::bind((Ipv4Addr::LOCALHOST, base + 1)).expect("bind");
-    let mut child = demo(&dir, base, &["--duration", "0"]);
-    let stderr = lines(child.stderr.take().expect("stderr"));
-    let status = wait_exit(&mut child);
-    let err: Vec<String> = stderr.iter().collect();
-    assert_eq!(status.code(), Some(1));
-    assert_eq!(err.len(), 1, "{err:?}");
+    let err = refusal(&dir, base);
     assert!(
-        err[0].starts_with(&format!(
+        err.starts_with(&format!(
             "remsim-demo: port {} (RSPRO) on 127.0.0.1 is not free",
             base + 1
         )),
@@ -283,14 +289,9 @@ fn a_folder_that_is_not_the_demos_is_left_alone() {
     let dir = demo_dir("foreign");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("remsim.db"), b"somebody's database").expect("write");
-    let mut child = demo(&dir, free_base_port(4), &["--duration", "0"]);
-    let stderr = lines(child.stderr.take().expect("stderr"));
-    let status = wait_exit(&mut child);
-    let err: Vec<String> = stderr.iter().collect();
-    assert_eq!(status.code(), Some(1));
-    assert_eq!(err.len(), 1, "{err:?}");
+    let err = refusal(&dir, free_base_port(4));
     assert!(
-        err[0].contains("is not empty and not a demo folder"),
+        err.contains("is not empty and not a demo folder"),
         "{err:?}"
     );
     assert_eq!(
