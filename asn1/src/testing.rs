@@ -279,7 +279,7 @@ pub mod pcscd {
                 .is_ok_and(|s| s.success());
             assert!(
                 found,
-                "{tool} is missing: install pcscd, vsmartcard-vpcd and iproute2 (see .ci/run)"
+                "{tool} is missing: install pcscd, vsmartcard-vpcd and iproute2 (scripts/setup test)"
             );
         }
         assert!(

@@ -29,8 +29,7 @@ pub struct VpcdConfig {
 
 /// Reads whole vpcd messages until vpcd or the frontend goes.
 async fn reader(mut rd: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
-    while let Ok(payload) = read_message(&mut rd).await {
-        quickack(rd.as_ref());
+    while let Ok(payload) = read_message(&mut rd, |rd| quickack(rd.as_ref())).await {
         if tx.send(payload).await.is_err() {
             return;
         }

@@ -95,6 +95,20 @@ fn inside_namespace() {
     assert_eq!(tx(&card, "00a4000c026f07"), vec![0x90, 0x00]);
     let imsi = tx(&card, "00b0000009");
     assert_eq!(imsi[..9], encode_imsi(&profile.imsi)[..]);
+
+    // 100 APDUs through pcscd, vpcd, the client, the bankd and back. A
+    // delayed-ACK stall costs about 40 ms each (4 s in all); the bound is
+    // one only such a stall can break.
+    let start = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(tx(&card, "00a4000c026f07"), vec![0x90, 0x00]);
+    }
+    let took = start.elapsed();
+    eprintln!("100 APDUs through pcscd + vpcd + remsim-client + remsim-bankd: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "100 APDUs took {took:?}: a stall"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,8 +5,8 @@
 //! always answers GET ATR and APDUs, never with an empty payload.
 //!
 //! vpcd writes length and payload in two segments without TCP_NODELAY, so
-//! the card re-arms TCP_QUICKACK after every read: otherwise each APDU waits
-//! for a delayed ACK (about 40 ms).
+//! the card re-arms TCP_QUICKACK after every read, the length's too:
+//! otherwise each APDU waits for a delayed ACK (about 40 ms).
 
 use std::io;
 use std::time::Duration;
@@ -115,19 +115,45 @@ pub fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 /// Reads one whole message (length, then payload; at most 64 KiB by the
-/// format). Follow it with [`quickack`] on the socket.
-pub async fn read_message<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<Vec<u8>> {
+/// format), calling `acked` after every read that returned data.
+///
+/// vpcd writes the length and the payload as two segments without
+/// TCP_NODELAY, so the payload waits (Nagle) until the length is
+/// acknowledged; `acked` is where the caller sends that ACK at once
+/// ([`quickack`]) instead of after the 40 ms delayed-ACK timer.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    mut acked: impl FnMut(&R),
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
-    stream.read_exact(&mut len).await?;
+    read_acked(stream, &mut len, &mut acked).await?;
     let len = usize::from(u16::from_be_bytes(len));
     let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await?;
+    read_acked(stream, &mut payload, &mut acked).await?;
     Ok(payload)
 }
 
-/// Acknowledges at once: vpcd writes length and payload separately, and a
-/// delayed ACK would hold the second write back. Re-armed after every read
-/// because the kernel clears it by itself.
+/// Fills `buf`, calling `acked` after each read.
+async fn read_acked<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut [u8],
+    acked: &mut impl FnMut(&R),
+) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = stream.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        acked(stream);
+        filled += n;
+    }
+    Ok(())
+}
+
+/// Sends pending ACKs now and keeps acknowledging at once until the kernel
+/// falls back to delayed ACKs by itself, which is why it is re-armed after
+/// every read.
 pub fn quickack(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_tcp_quickack(true);
 }
@@ -139,11 +165,8 @@ pub async fn serve_connection<C: VirtualCard + ?Sized>(
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
-        let payload = match read_message(&mut stream).await {
-            Ok(p) => {
-                quickack(&stream);
-                p
-            }
+        let payload = match read_message(&mut stream, quickack).await {
+            Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };

@@ -98,6 +98,22 @@ fn check_card(card: &Card, profile: &CardProfile, sqn: u8) {
     assert_eq!(tx(card, &h("a0a40000023f00")).1, 0x9F16);
 }
 
+/// 100 APDUs through pcscd and vpcd. A delayed ACK costs about 40 ms per
+/// APDU (4 s in all); without one they take well under a millisecond each.
+/// The bound is one only a protocol stall can break, not a benchmark.
+fn apdus_do_not_wait_for_delayed_acks(card: &Card) {
+    let start = std::time::Instant::now();
+    for _ in 0..100 {
+        assert_eq!(tx(card, &h("00a4000c023f00")).1, 0x9000);
+    }
+    let took = start.elapsed();
+    eprintln!("100 APDUs through pcscd + vpcd + remsim-vcard: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "100 APDUs took {took:?}: a delayed-ACK stall"
+    );
+}
+
 fn inside_namespace() {
     let dir = std::env::temp_dir().join(format!("simcard-pcsc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -112,6 +128,7 @@ fn inside_namespace() {
     for (slot, profile) in profiles.iter().enumerate() {
         check_card(&connect(slot as u8), profile, 1);
     }
+    apdus_do_not_wait_for_delayed_acks(&connect(0));
 
     // pcscd restarts: the cards come back by themselves.
     drop(pcscd);
