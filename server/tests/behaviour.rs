@@ -690,3 +690,27 @@ async fn a_full_bank_gets_all_its_maps_at_once() {
     })
     .await;
 }
+
+/// 100 management calls on one connection. A delayed-ACK stall (no
+/// TCP_NODELAY on the accepted socket) costs about 40 ms each, 4 s in all;
+/// the bound is one only such a stall can break.
+#[tokio::test]
+async fn management_calls_do_not_wait_for_delayed_acks() {
+    let dir = TempDir::new("nodelay");
+    let server = Server::start(&dir.path("db")).await;
+    let mut api = server.api().await;
+    api.list_banks(pb::ListBanksRequest {})
+        .await
+        .expect("warm-up");
+    let start = std::time::Instant::now();
+    for _ in 0..100 {
+        api.list_banks(pb::ListBanksRequest {})
+            .await
+            .expect("answer");
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "100 ListBanks took {took:?}: a stall"
+    );
+}
