@@ -1,7 +1,9 @@
 //! `remsimctl decode --pcap FILE`: reassembles the TCP streams of a capture
-//! (Ethernet, Linux cooked, raw IP or BSD loopback; IPv4 and IPv6) and
-//! decodes every IPA frame, RSPRO and CCM, with its time, direction and
-//! stream. Streams that are not IPA are reported once and skipped.
+//! (pcap or pcapng; Ethernet, Linux cooked v1 and v2, raw IP or BSD
+//! loopback; IPv4 and IPv6) and decodes every IPA frame, RSPRO and CCM,
+//! with its time, direction and stream. Other TCP traffic (the REST port,
+//! DNS over TCP) is noted once and skipped; only an IPA stream that breaks
+//! is an error.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,6 +14,7 @@ use bytes::BytesMut;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::{Block, PcapNgReader};
 use rspro::ipa::IpaCodec;
 use rspro::json;
 use serde_json::{Value, json};
@@ -25,6 +28,78 @@ struct Direction {
     next_seq: Option<u32>,
     buf: BytesMut,
     broken: bool,
+    /// IPA frames decoded so far: a stream that never had one is not IPA.
+    frames: u64,
+}
+
+/// The first bytes of a pcapng file (its section header block type).
+const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
+
+/// The packets of a capture, whichever of the two formats it is in.
+enum Capture {
+    Pcap(PcapReader<File>, DataLink),
+    /// pcapng: each packet names its interface, each interface its link type.
+    PcapNg(PcapNgReader<File>, Vec<DataLink>),
+}
+
+/// One captured packet: time since the epoch, link type, bytes.
+type Packet = (std::time::Duration, DataLink, Vec<u8>);
+
+impl Capture {
+    fn open(path: &Path) -> Result<Capture, String> {
+        let mut magic = [0u8; 4];
+        let mut file = File::open(path).map_err(|e| e.to_string())?;
+        std::io::Read::read_exact(&mut file, &mut magic)
+            .map_err(|e| format!("not a capture: {e}"))?;
+        let file = File::open(path).map_err(|e| e.to_string())?;
+        if magic == PCAPNG_MAGIC {
+            let reader = PcapNgReader::new(file).map_err(|e| format!("not a pcapng file: {e}"))?;
+            Ok(Capture::PcapNg(reader, Vec::new()))
+        } else {
+            let reader =
+                PcapReader::new(file).map_err(|e| format!("not a pcap or pcapng file: {e}"))?;
+            let link = reader.header().datalink;
+            Ok(Capture::Pcap(reader, link))
+        }
+    }
+
+    fn next(&mut self) -> Option<Result<Packet, String>> {
+        match self {
+            Capture::Pcap(reader, link) => Some(
+                reader
+                    .next_packet()?
+                    .map(|p| (p.timestamp, *link, p.data.into_owned()))
+                    .map_err(|e| e.to_string()),
+            ),
+            Capture::PcapNg(reader, links) => loop {
+                let block = match reader.next_block()? {
+                    Ok(block) => block,
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                match block {
+                    // A new section starts its interfaces afresh.
+                    Block::SectionHeader(_) => links.clear(),
+                    Block::InterfaceDescription(i) => links.push(i.linktype),
+                    Block::EnhancedPacket(p) => {
+                        let Some(link) = links.get(p.interface_id as usize) else {
+                            return Some(Err(format!(
+                                "packet of undeclared interface {}",
+                                p.interface_id
+                            )));
+                        };
+                        return Some(Ok((p.timestamp, *link, p.data.into_owned())));
+                    }
+                    Block::SimplePacket(p) => {
+                        let Some(link) = links.first() else {
+                            return Some(Err("packet before any interface".into()));
+                        };
+                        return Some(Ok((std::time::Duration::ZERO, *link, p.data.into_owned())));
+                    }
+                    _ => {}
+                }
+            },
+        }
+    }
 }
 
 struct Segment<'a> {
@@ -39,6 +114,11 @@ fn segment<'a>(link: DataLink, data: &'a [u8]) -> Option<Segment<'a>> {
     let sliced = match link {
         DataLink::ETHERNET => SlicedPacket::from_ethernet(data).ok()?,
         DataLink::LINUX_SLL => SlicedPacket::from_linux_sll(data).ok()?,
+        // Cooked v2 (tcpdump -i any): a 20-byte header, protocol first.
+        DataLink::LINUX_SLL2 => match data.get(..2)? {
+            [0x08, 0x00] | [0x86, 0xDD] => SlicedPacket::from_ip(data.get(20..)?).ok()?,
+            _ => return None,
+        },
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => SlicedPacket::from_ip(data).ok()?,
         DataLink::NULL | DataLink::LOOP => SlicedPacket::from_ip(data.get(4..)?).ok()?,
         _ => return None,
@@ -91,22 +171,19 @@ fn reassemble(d: &mut Direction, seq: u32, payload: &[u8]) {
 }
 
 pub fn decode(path: &Path, as_json: bool) -> Result<bool, Failure> {
-    let file =
-        File::open(path).map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))?;
-    let mut reader = PcapReader::new(file)
-        .map_err(|e| Failure::invalid(format!("{}: not a pcap file: {e}", path.display())))?;
-    let link = reader.header().datalink;
+    let mut capture =
+        Capture::open(path).map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))?;
     let mut streams: HashMap<(SocketAddr, SocketAddr), usize> = HashMap::new();
     let mut dirs: HashMap<(SocketAddr, SocketAddr), Direction> = HashMap::new();
     let mut start = None;
     let mut all_ok = true;
     let mut codec = IpaCodec::default();
-    while let Some(packet) = reader.next_packet() {
-        let packet =
+    while let Some(packet) = capture.next() {
+        let (timestamp, link, data) =
             packet.map_err(|e| Failure::new(EXIT_FAILURE, format!("{}: {e}", path.display())))?;
-        let t0 = *start.get_or_insert(packet.timestamp);
-        let time = packet.timestamp.saturating_sub(t0).as_secs_f64();
-        let Some(seg) = segment(link, &packet.data) else {
+        let t0 = *start.get_or_insert(timestamp);
+        let time = timestamp.saturating_sub(t0).as_secs_f64();
+        let Some(seg) = segment(link, &data) else {
             continue;
         };
         let key = if seg.src <= seg.dst {
@@ -135,6 +212,7 @@ pub fn decode(path: &Path, as_json: bool) -> Result<bool, Failure> {
         loop {
             match codec.decode(&mut d.buf) {
                 Ok(Some(frame)) => {
+                    d.frames += 1;
                     let decoded = json::frame_to_json(&frame)
                         .unwrap_or_else(|e| json!({"error": e.to_string()}));
                     if as_json {
@@ -153,10 +231,20 @@ pub fn decode(path: &Path, as_json: bool) -> Result<bool, Failure> {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
+                Err(e) if d.frames == 0 => {
+                    // Other traffic in the capture: a note, not an error.
                     eprintln!(
                         "stream #{stream} {} -> {}: not IPA ({e}); skipped",
                         seg.src, seg.dst
+                    );
+                    d.broken = true;
+                    d.buf.clear();
+                    break;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "stream #{stream} {} -> {}: IPA stream broken after {} frames ({e}); rest skipped",
+                        seg.src, seg.dst, d.frames
                     );
                     d.broken = true;
                     all_ok = false;
