@@ -65,6 +65,12 @@ struct Args {
     log_level: String,
     #[arg(long, env = "REMSIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// libosmocore debug mask of osmo-remsim-server (accepted for compatibility; use --log-level).
+    #[arg(short = 'd', long = "debug")]
+    _debug: Option<String>,
+    /// Accepted for compatibility (colour only on a terminal anyway).
+    #[arg(short = 'L', long = "disable-color")]
+    _disable_color: bool,
 }
 
 /// Our RSPRO identity: the host name, as the C server sends.

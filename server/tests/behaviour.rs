@@ -714,3 +714,13 @@ async fn management_calls_do_not_wait_for_delayed_acks() {
         "100 ListBanks took {took:?}: a stall"
     );
 }
+
+/// The C server's options in an existing unit or /etc/default file start
+/// ours unchanged.
+#[tokio::test]
+async fn the_c_servers_debug_and_colour_options_are_accepted() {
+    let dir = TempDir::new("c-options");
+    let server = Server::start_with(&dir.path("db"), &["-d", "DMAIN:DREST", "-L"]).await;
+    let mut api = server.api().await;
+    assert!(slotmaps(&mut api).await.is_empty());
+}
