@@ -343,7 +343,7 @@ async fn client_link_connects_exchanges_and_reconnects() {
 }
 
 #[tokio::test]
-async fn refused_connections_follow_the_backoff_schedule() {
+async fn refused_connections_are_retried_on_real_sockets() {
     let unit = Duration::from_millis(40);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -352,13 +352,11 @@ async fn refused_connections_follow_the_backoff_schedule() {
         ComponentType::RemsimServer,
         unit,
     ));
-    let mut attempts = Vec::new();
     for _ in 0..6 {
         let (stream, _) = timeout(GUARD, listener.accept())
             .await
             .expect("attempt")
             .expect("accept");
-        attempts.push(Instant::now());
         let mut server = RawPeer {
             stream,
             buf: BytesMut::new(),
@@ -377,12 +375,10 @@ async fn refused_connections_follow_the_backoff_schedule() {
             }
         );
     }
-    // The table gives 0, 0, 0, then 1 unit: the first attempt and two
-    // reconnects are immediate, from the fourth attempt on they are one unit
-    // apart. Only lower bounds are asserted (timers never fire early); the
-    // exact schedule is unit-tested in reconnect.rs with virtual time.
-    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[2..].iter().all(|g| *g >= unit), "gaps {gaps:?}");
+    // Each refusal is reported and followed by a new attempt, past the
+    // table's immediate retries into its delayed ones. The delays themselves
+    // are asserted in reconnect.rs, on the sans-I/O FSM with given instants:
+    // gaps measured on the wall clock here failed once under load.
 }
 
 #[tokio::test]
