@@ -2,9 +2,14 @@
 //! stdin, `SET_ATR: ` and `R-APDU: ` lines on stdout in the C shell's format
 //! (lower-case bytes, each followed by a space), `RESET` for a power cycle,
 //! exit on EOF. Lines are assembled across reads and CR LF is accepted
-//! (the C shell mishandles both).
+//! (the C shell mishandles both). A C-APDU typed while there is no card
+//! waits for one (up to [`MAX_WAITING`]), as a modem's first command would;
+//! the C shell drops it.
 
+use std::collections::VecDeque;
 use std::io::Write;
+
+use rspro::pdu::TPDU_LEN;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -13,6 +18,8 @@ use crate::frontend::{FrontendCmd, ModemEvent, power_off, power_on};
 
 /// The largest C-APDU a line may hold.
 const MAX_APDU: usize = 1024;
+/// C-APDUs kept while there is no card; more are refused.
+pub const MAX_WAITING: usize = 16;
 
 /// Bytes as the C shell prints them: "3b 00 ".
 pub fn format_bytes(bytes: &[u8]) -> String {
@@ -43,20 +50,52 @@ pub fn parse_line(line: &str) -> Option<Result<Vec<ModemEvent>, String>> {
     }
 }
 
+/// C-APDUs refused for want of a card, sent again when one is presented.
+#[derive(Default)]
+pub struct Waiting(VecDeque<Vec<u8>>);
+
+impl Waiting {
+    /// Keeps a refused C-APDU of a length the bankd takes; false when it
+    /// cannot wait (bad length, or the queue is full).
+    pub fn keep(&mut self, apdu: Vec<u8>) -> bool {
+        if !TPDU_LEN.contains(&apdu.len()) || self.0.len() >= MAX_WAITING {
+            return false;
+        }
+        self.0.push_back(apdu);
+        true
+    }
+
+    /// Everything waiting, oldest first, for a card that is now there.
+    pub fn release(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.0.drain(..)
+    }
+}
+
 pub async fn run(
     mut commands: mpsc::UnboundedReceiver<FrontendCmd>,
     events: mpsc::UnboundedSender<ModemEvent>,
 ) {
-    let input = tokio::spawn(read_stdin(events));
+    let input = tokio::spawn(read_stdin(events.clone()));
+    let mut waiting = Waiting::default();
     while let Some(cmd) = commands.recv().await {
         let line = match cmd {
-            FrontendCmd::SetAtr(atr) => format!("SET_ATR: {}", format_bytes(&atr)),
+            FrontendCmd::SetAtr(atr) => {
+                // A card is presented: what waited for one goes now.
+                for apdu in waiting.release() {
+                    let _ = events.send(ModemEvent::Tpdu(apdu));
+                }
+                format!("SET_ATR: {}", format_bytes(&atr))
+            }
             FrontendCmd::Tpdu(data) => format!("R-APDU: {}", format_bytes(&data)),
             FrontendCmd::TpduRefused(apdu) => {
-                eprintln!(
-                    "ERROR: C-APDU of {} bytes not sent (no card, or length outside 5..260)",
-                    apdu.len()
-                );
+                let len = apdu.len();
+                if waiting.keep(apdu) {
+                    eprintln!("C-APDU of {len} bytes waits for the card");
+                } else {
+                    eprintln!(
+                        "ERROR: C-APDU of {len} bytes not sent (length outside 5..260, or {MAX_WAITING} already wait for the card)"
+                    );
+                }
                 continue;
             }
             FrontendCmd::SimRemote(_) | FrontendCmd::CardInsert(_) | FrontendCmd::ModemReset => {
@@ -130,5 +169,22 @@ mod tests {
             Some(Err("ERROR parsing C-APDU `abc'!".into()))
         );
         assert_eq!(format_bytes(&[0x90, 0x00]), "90 00 ");
+    }
+
+    #[test]
+    fn c_apdus_wait_for_the_card_within_a_bound() {
+        let mut w = Waiting::default();
+        assert!(
+            !w.keep(vec![0; 4]),
+            "too short for the bankd: refused, not kept"
+        );
+        for i in 0..MAX_WAITING {
+            assert!(w.keep(vec![i as u8; 5]));
+        }
+        assert!(!w.keep(vec![0xFF; 5]), "the queue is full");
+        let released: Vec<Vec<u8>> = w.release().collect();
+        assert_eq!(released.len(), MAX_WAITING);
+        assert_eq!(released[0], vec![0; 5], "oldest first");
+        assert_eq!(w.release().count(), 0);
     }
 }

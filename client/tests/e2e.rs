@@ -19,9 +19,6 @@ use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;
 
-/// What the shell's refusal of a C-APDU (on stderr) becomes among its lines.
-const REFUSED: &str = "REFUSED";
-
 /// Short keep-alive: losses are noticed within the tests' time.
 const KEEPALIVE_1S: &[&str] = &["--keepalive-interval", "1s", "--keepalive-timeout", "1s"];
 
@@ -60,13 +57,13 @@ impl Shell {
         hex::decode(bytes.replace(' ', "")).expect("hex")
     }
 
-    /// After a remap: reads EF_ICCID until the card answers `want`. The
+    /// After a remap: reads EF_ICCID of the card the client settles on. The
     /// client may go through more than one card cycle first (its bankd link,
     /// dropped by the bankd, reconnects by itself before the server's new
     /// configuration arrives, which then starts another): every SET_ATR on
-    /// the way must be the placeholder or the card's, and a C-APDU sent while
-    /// there is no card is refused and sent again once a card is presented.
-    fn read_iccid_once_settled(&mut self, want: &[u8]) {
+    /// the way must be the placeholder or the card's. A C-APDU typed while
+    /// there is no card waits for one in the shell.
+    fn read_iccid_once_settled(&mut self) -> Vec<u8> {
         let placeholder = "SET_ATR: 3b 00 ";
         let card = format!(
             "SET_ATR: {}",
@@ -75,35 +72,25 @@ impl Shell {
                 .map(|b| format!("{b:02x} "))
                 .collect::<String>()
         );
-        let start = std::time::Instant::now();
-        'attempt: loop {
-            assert!(start.elapsed() < GUARD, "the remapped card never answered");
-            for (apdu, expect) in [("00a4000c022fe2", &[0x90, 0x00][..]), ("00b000000a", want)] {
-                writeln!(self.stdin, "{apdu}").expect("stdin");
-                self.stdin.flush().expect("flush");
-                loop {
-                    let line = self.line();
-                    if line == REFUSED {
-                        // No card now: wait for the next one, then again.
-                        while self.line() != card {}
-                        continue 'attempt;
-                    }
-                    if line.starts_with("SET_ATR: ") {
-                        assert!(line == placeholder || line == card, "{line:?}");
-                        continue;
-                    }
-                    let rapdu = line
-                        .strip_prefix("R-APDU: ")
-                        .unwrap_or_else(|| panic!("R-APDU expected, got {line:?}"));
-                    if hex::decode(rapdu.replace(' ', "")).expect("hex") != expect {
-                        // The old card, before the bankd dropped the link.
-                        continue 'attempt;
-                    }
-                    break;
+        let mut answers = Vec::new();
+        for apdu in ["00a4000c022fe2", "00b000000a"] {
+            writeln!(self.stdin, "{apdu}").expect("stdin");
+            self.stdin.flush().expect("flush");
+            let answer = loop {
+                let line = self.line();
+                if line.starts_with("SET_ATR: ") {
+                    assert!(line == placeholder || line == card, "{line:?}");
+                    continue;
                 }
-            }
-            return;
+                let rapdu = line
+                    .strip_prefix("R-APDU: ")
+                    .unwrap_or_else(|| panic!("R-APDU expected, got {line:?}"));
+                break hex::decode(rapdu.replace(' ', "")).expect("hex");
+            };
+            answers.push(answer);
         }
+        assert_eq!(answers[0], vec![0x90, 0x00], "SELECT EF_ICCID");
+        answers.swap_remove(1)
     }
 
     fn expect_atr(&self, atr: &[u8]) {
@@ -181,26 +168,15 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("client starts");
     let stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
     let (tx, lines) = std::sync::mpsc::channel();
-    let refused = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
-        }
-    });
-    // Of the client's stderr only the shell's refusal of a C-APDU matters
-    // (no card at that moment); it joins stdout's lines as REFUSED.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("ERROR: C-APDU") {
-                let _ = refused.send(REFUSED.to_string());
-            }
         }
     });
     let mut shell = Shell {
@@ -209,13 +185,21 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         lines,
     };
 
-    // Map client 23:0 to bank slot 1:0 and read its ICCID.
+    // A C-APDU typed before there is a card waits for one.
+    writeln!(shell.stdin, "00a4000c022fe2").expect("stdin");
+    shell.stdin.flush().expect("flush");
+    // Map client 23:0 to bank slot 1:0: the waiting SELECT is answered,
+    // then the ICCID is read.
     api.create_slotmap(create((1, 0), (23, 0)))
         .await
         .expect("map");
     shell.expect_atr(&[0x3B, 0x00]);
     shell.expect_atr(&default_atr());
-    assert_eq!(shell.apdu("00a4000c022fe2"), vec![0x90, 0x00]);
+    let line = shell.line();
+    assert_eq!(
+        line, "R-APDU: 90 00 ",
+        "the SELECT that waited for the card"
+    );
     let iccid = |n: u32| {
         let mut r = swapped_bcd(&CardProfile::generated(n).iccid, 10);
         r.extend_from_slice(&[0x90, 0x00]);
@@ -249,7 +233,7 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    shell.read_iccid_once_settled(&iccid(1025));
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1025));
 
     // The server dies in the middle of traffic: the card keeps working...
     server.0.kill().expect("kill -9");
