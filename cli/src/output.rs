@@ -200,7 +200,12 @@ pub fn event_line(e: &pb::Event) -> String {
         Some(E::SlotmapRemoved(m)) => {
             let (b, bs) = bank_slot(&m.bank);
             let (c, cs) = client_slot(&m.client);
-            format!("slotmap {b}:{bs} -> {c}:{cs} removed")
+            let what = match m.state() {
+                pb::SlotmapState::DeleteReq => "deleted (removal owed to the bankd)",
+                pb::SlotmapState::Deleting => "removed at the bankd",
+                _ => "removed",
+            };
+            format!("slotmap {b}:{bs} -> {c}:{cs} {what}")
         }
         Some(E::SnapshotEnd(_)) => "-- end of snapshot --".to_string(),
         None => "unknown event".to_string(),

@@ -215,7 +215,7 @@ async fn every_management_command() {
         serde_json::from_str(&rx.recv_timeout(GUARD).expect("live event")).expect("json");
     assert_eq!(
         (live["event"].clone(), live["slotmap"]["state"].clone()),
-        ("slotmap".into(), "DELETE_REQ".into())
+        ("slotmapRemoved".into(), "DELETE_REQ".into())
     );
     drop(watch);
 

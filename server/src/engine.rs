@@ -737,16 +737,12 @@ impl Engine {
                 if !r.sent {
                     r.sent = true;
                     live.owed.push_back(Owed::Remove(r.bank, r.client));
+                    // No event: the map already left the list (and Watch)
+                    // when it was deleted.
                     out.push(Action::Send(
                         conn,
                         RsproPdu::remove_mapping_req(r.client, r.bank),
                     ));
-                    out.push(Action::Notify(Change::Slotmap(Slotmap {
-                        bank: r.bank,
-                        client: r.client,
-                        state: MapState::Deleting,
-                        result: None,
-                    })));
                 }
             }
         }
@@ -978,15 +974,23 @@ impl Engine {
         };
         self.by_client.remove(&map.client);
         info!(%bank, client = %map.client, state = map.state.name(), "slot map deleted");
-        self.removals
-            .entry(bank.bank_id)
-            .or_default()
-            .push(Removal {
+        // One owed removal per pair: maps created and deleted again while
+        // the bankd is away do not pile up (the store keeps one row too).
+        let owed = self.removals.entry(bank.bank_id).or_default();
+        if !owed
+            .iter()
+            .any(|r| r.bank == bank && r.client == map.client && !r.sent)
+        {
+            owed.push(Removal {
                 bank,
                 client: map.client,
                 sent: false,
             });
-        out.push(Action::Notify(Change::Slotmap(Slotmap {
+        }
+        // It leaves the list now, so Watch says so now: a mirror fed by
+        // Watch equals List after every change, also for a bank that never
+        // connects. DELETING follows when the bankd confirms.
+        out.push(Action::Notify(Change::SlotmapRemoved(Slotmap {
             state: MapState::DeleteReq,
             result: None,
             ..map.clone()

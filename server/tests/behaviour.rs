@@ -555,24 +555,66 @@ async fn watch_streams_a_snapshot_then_changes() {
     bank.send(&RsproPdu::create_mapping_res(ResultCode::Ok))
         .await;
     assert!(matches!(next_event(&mut stream).await, E::Slotmap(m) if m.state() == S::Active));
+    // The map leaves List and Watch at once; the bankd's confirmation
+    // follows as a second removal (DELETING).
     api.delete_slotmap(by_bank((3, 0))).await.expect("deleted");
-    let mut states = Vec::new();
-    loop {
+    assert!(
+        matches!(next_event(&mut stream).await, E::SlotmapRemoved(m) if m.id == 3 << 16 && m.state() == S::DeleteReq)
+    );
+    assert!(slotmaps(&mut api).await.is_empty());
+    bank.recv().await;
+    bank.send(&RsproPdu::remove_mapping_res(ResultCode::Ok))
+        .await;
+    assert!(
+        matches!(next_event(&mut stream).await, E::SlotmapRemoved(m) if m.id == 3 << 16 && m.state() == S::Deleting)
+    );
+}
+
+/// A Watch-fed mirror equals List after each change, also for maps of a
+/// bank that never connects (their removals stay owed).
+#[tokio::test]
+async fn watch_mirror_equals_list_for_a_bank_that_never_connects() {
+    use pb::event::Event as E;
+    let dir = TempDir::new("mirror");
+    let server = Server::start(&dir.path("db")).await;
+    let mut api = server.api().await;
+    let mut stream = api
+        .watch(pb::WatchRequest { snapshot: true })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(matches!(next_event(&mut stream).await, E::SnapshotEnd(_)));
+    let mut mirror = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        api.create_slotmap(create_req((7, 1), (50, 0)))
+            .await
+            .expect("created");
         match next_event(&mut stream).await {
-            E::Slotmap(m) => states.push(m.state()),
-            E::SlotmapRemoved(m) => {
-                assert_eq!(m.id, 3 << 16);
-                break;
-            }
+            E::Slotmap(m) => mirror.insert(m.id),
             other => panic!("{other:?}"),
-        }
-        if states.last() == Some(&S::Deleting) {
-            bank.recv().await;
-            bank.send(&RsproPdu::remove_mapping_res(ResultCode::Ok))
-                .await;
-        }
+        };
+        let listed: std::collections::BTreeSet<u32> =
+            slotmaps(&mut api).await.iter().map(|m| m.id).collect();
+        assert_eq!(mirror, listed, "round {round}, after create");
+        api.delete_slotmap(by_bank((7, 1))).await.expect("deleted");
+        match next_event(&mut stream).await {
+            E::SlotmapRemoved(m) => mirror.remove(&m.id),
+            other => panic!("{other:?}"),
+        };
+        assert!(slotmaps(&mut api).await.is_empty());
+        assert!(mirror.is_empty(), "round {round}, after delete");
     }
-    assert_eq!(states, vec![S::DeleteReq, S::Deleting]);
+    // When the bank comes, the owed removal goes once, not once per round:
+    // the next request after it is the create of a new map (removals go
+    // before creates, so a second one would come first).
+    let mut bank = bankd(&server, 7, 2).await;
+    expect_remove(&bank.recv().await, (7, 1), (50, 0));
+    bank.send(&RsproPdu::remove_mapping_res(ResultCode::Ok))
+        .await;
+    api.create_slotmap(create_req((7, 0), (51, 0)))
+        .await
+        .expect("created");
+    expect_create(&bank.recv().await, (7, 0), (51, 0));
 }
 
 #[tokio::test]
