@@ -34,6 +34,12 @@ impl std::fmt::Display for ClientSlot {
     }
 }
 
+/// A slot (or address) for logs: "1:0" when there is one, "-" when not,
+/// never `Some(..)`.
+pub fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
 impl std::fmt::Display for BankSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.bank_id, self.slot_nr)
@@ -331,5 +337,17 @@ impl RsproPdu {
 
     pub fn reset_state_res(result: ResultCode) -> Self {
         Self::new(Msg::ResetStateRes(ResetStateRes { result }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_in_logs_read_as_the_c_tools_write_them() {
+        assert_eq!(shown(Some(BankSlot::new(1, 0))), "1:0");
+        assert_eq!(shown(Some(ClientSlot::new(23, 1))), "23:1");
+        assert_eq!(shown::<BankSlot>(None), "-");
     }
 }

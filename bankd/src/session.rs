@@ -153,7 +153,7 @@ impl Session {
                     {
                         out.push(Out::Close("TPDU for another slot"));
                     } else if !TPDU_LEN.contains(&t.data.len()) {
-                        tracing::warn!(client = ?self.client, len = t.data.len(), "TPDU length outside 5..260; answered 6700");
+                        tracing::warn!(client = %rspro::pdu::shown(self.client), len = t.data.len(), "TPDU length outside 5..260; answered 6700");
                         out.push(Out::Send(RsproPdu::tpdu_card_to_modem(
                             t.to_bank_slot,
                             t.from_client_slot,
@@ -300,7 +300,7 @@ impl Session {
 
     /// The card failed: tell the client, give the card up, retry later.
     fn card_lost(&mut self, e: &CardError, out: &mut Vec<Out>) {
-        tracing::warn!(client = ?self.client, bank = ?self.bank, error = %e, "card failed");
+        tracing::warn!(client = %rspro::pdu::shown(self.client), bank = %rspro::pdu::shown(self.bank), error = %e, "card failed");
         out.push(self.error_ind(e));
         self.reported = true;
         out.push(Out::Release);

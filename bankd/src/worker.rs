@@ -57,7 +57,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         card: None,
     };
     let reason = w.run().await;
-    info!(%peer, client = ?w.session.client(), bank = ?w.session.bank(), reason, "client connection closed");
+    info!(%peer, client = %rspro::pdu::shown(w.session.client()), bank = %rspro::pdu::shown(w.session.bank()), reason, "client connection closed");
     if let Some(card) = w.card.take() {
         card.release().await;
     }

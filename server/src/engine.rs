@@ -898,7 +898,7 @@ impl Engine {
         if client.configured.as_ref() == Some(&next) {
             return;
         }
-        info!(client = %slot, bank = %next.0, bankd = ?next.1.socket_addr(), "configuring client");
+        info!(client = %slot, bank = %next.0, bankd = %rspro::pdu::shown(next.1.socket_addr()), "configuring client");
         out.push(Action::Send(
             client.conn,
             RsproPdu::config_client_bank_req(next.0, next.1.clone()),
