@@ -25,13 +25,18 @@ struct Args {
     #[arg(long, default_value_t = vpcd::DEFAULT_PORT, env = "REMSIM_VCARD_PORT")]
     port: u16,
     /// Card profile file (TOML, or JSON when named *.json); may be repeated.
-    #[arg(short = 'f', long = "profiles")]
+    #[arg(
+        short = 'f',
+        long = "profiles",
+        env = "REMSIM_VCARD_PROFILES",
+        value_delimiter = ','
+    )]
     profiles: Vec<PathBuf>,
     /// Serve this many generated cards (the default is one when no file is given).
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, env = "REMSIM_VCARD_GENERATE")]
     generate: Option<u32>,
     /// Index of the first generated card.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "REMSIM_VCARD_FIRST", default_value_t = 0)]
     first: u32,
     /// Print the cards' profiles as TOML and exit.
     #[arg(long)]
@@ -40,7 +45,7 @@ struct Args {
     #[arg(long, env = "REMSIM_LOG", default_value = "info")]
     log_level: String,
     /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, env = "REMSIM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
