@@ -86,16 +86,7 @@ pub async fn import(ctx: &mut Ctx, file: &Path) -> Result<(), Failure> {
             let mut client = client.clone();
             let bar = bar.clone();
             async move {
-                let req = pb::CreateSlotmapRequest {
-                    bank: Some(pb::BankSlot {
-                        bank_id: b.0,
-                        slot_nr: b.1,
-                    }),
-                    client: Some(pb::ClientSlot {
-                        client_id: c.0,
-                        slot_nr: c.1,
-                    }),
-                };
+                let req = pb::CreateSlotmapRequest::new(b, c);
                 let r = client.create_slotmap(req).await.map(drop);
                 bar.inc(1);
                 ((b, c), r)

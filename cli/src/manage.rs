@@ -204,10 +204,7 @@ pub async fn slotmap_cmd(ctx: &mut Ctx, cmd: SlotmapCmd) -> Result<(), Failure> 
         SlotmapCmd::Create { bank: b, client: c } => {
             let m = ctx
                 .client
-                .create_slotmap(pb::CreateSlotmapRequest {
-                    bank: Some(bank(b)),
-                    client: Some(client(c)),
-                })
+                .create_slotmap(pb::CreateSlotmapRequest::new(b, c))
                 .await?
                 .into_inner();
             ctx.print(output::slotmap_json(&m), output::slotmaps_table(&[m]));

@@ -103,19 +103,6 @@ impl Shell {
     }
 }
 
-fn create(bank: (u32, u32), client: (u32, u32)) -> pb::CreateSlotmapRequest {
-    pb::CreateSlotmapRequest {
-        bank: Some(pb::BankSlot {
-            bank_id: bank.0,
-            slot_nr: bank.1,
-        }),
-        client: Some(pb::ClientSlot {
-            client_id: client.0,
-            slot_nr: client.1,
-        }),
-    }
-}
-
 #[tokio::test]
 async fn shell_reads_remote_cards_through_server_and_bankd() {
     let dir = std::env::temp_dir().join(format!("client-e2e-{}", std::process::id()));
@@ -190,7 +177,7 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
     shell.stdin.flush().expect("flush");
     // Map client 23:0 to bank slot 1:0: the waiting SELECT is answered,
     // then the ICCID is read.
-    api.create_slotmap(create((1, 0), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("map");
     shell.expect_atr(&[0x3B, 0x00]);
@@ -215,7 +202,7 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         })),
     };
     api.delete_slotmap(by_bank).await.expect("unmap");
-    api.create_slotmap(create((1, 1), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 1), (23, 0)))
         .await
         .expect("remap");
     shell.expect_atr(&[0x3B, 0x00]);

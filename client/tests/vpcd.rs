@@ -60,16 +60,7 @@ fn inside_namespace() {
             assert!(start.elapsed() < GUARD, "API not up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let req = pb::CreateSlotmapRequest {
-            bank: Some(pb::BankSlot {
-                bank_id: 1,
-                slot_nr: 0,
-            }),
-            client: Some(pb::ClientSlot {
-                client_id: 23,
-                slot_nr: 0,
-            }),
-        };
+        let req = pb::CreateSlotmapRequest::new((1, 0), (23, 0));
         api.create_slotmap(req).await.expect("map");
     });
 

@@ -90,16 +90,7 @@ impl Api {
     /// Maps client slot `client_id:0` to bank slot `bank`.
     pub async fn create(&mut self, client_id: u32, bank: (u32, u32)) -> anyhow::Result<()> {
         self.client
-            .create_slotmap(pb::CreateSlotmapRequest {
-                bank: Some(pb::BankSlot {
-                    bank_id: bank.0,
-                    slot_nr: bank.1,
-                }),
-                client: Some(pb::ClientSlot {
-                    client_id,
-                    slot_nr: 0,
-                }),
-            })
+            .create_slotmap(pb::CreateSlotmapRequest::new(bank, (client_id, 0)))
             .await
             .with_context(|| format!("CreateSlotmap {}:{} -> {client_id}:0", bank.0, bank.1))?;
         Ok(())

@@ -58,7 +58,7 @@ async fn refused_map_shows_its_result_and_is_not_configured() {
     let mut api = server.api().await;
     let mut bank = bankd(&server, 1, 8).await;
     let mut cl = client(&server, ClientSlot::new(23, 0)).await;
-    api.create_slotmap(create_req((1, 3), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 3), (23, 0)))
         .await
         .expect("created");
     expect_create(&bank.recv().await, (1, 3), (23, 0));
@@ -86,7 +86,7 @@ async fn unacknowledged_map_can_be_deleted() {
     let mut api = server.api().await;
     let mut bank = bankd(&server, 1, 8).await;
     let mut cl = client(&server, ClientSlot::new(23, 0)).await;
-    api.create_slotmap(create_req((1, 0), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("created");
     expect_create(&bank.recv().await, (1, 0), (23, 0));
@@ -105,7 +105,7 @@ async fn unacknowledged_map_can_be_deleted() {
     assert!(slotmaps(&mut api).await.is_empty());
     cl.expect_quiet(QUIET).await;
     // The slot is free again.
-    api.create_slotmap(create_req((1, 0), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("re-created");
 }
@@ -117,7 +117,7 @@ async fn delete_and_recreate_keeps_the_client_on_its_new_map() {
     let mut api = server.api().await;
     let mut bank = bankd(&server, 1, 8).await;
     let mut cl = client(&server, ClientSlot::new(23, 0)).await;
-    api.create_slotmap(create_req((1, 0), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("created");
     expect_create(&bank.recv().await, (1, 0), (23, 0));
@@ -129,7 +129,7 @@ async fn delete_and_recreate_keeps_the_client_on_its_new_map() {
     );
     // Delete and at once re-map the client to another bank slot.
     api.delete_slotmap(by_bank((1, 0))).await.expect("deleted");
-    api.create_slotmap(create_req((1, 1), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 1), (23, 0)))
         .await
         .expect("re-created");
     // Removal first, then the create (the C server sends creates first).
@@ -162,7 +162,9 @@ async fn bankd_loss_tells_clients_and_reconnect_resyncs() {
     let mut bank = bankd(&server, 1, 8).await;
     let mut cl = client(&server, ClientSlot::new(23, 0)).await;
     for (b, c) in [((1, 0), (23, 0)), ((1, 1), (24, 0))] {
-        api.create_slotmap(create_req(b, c)).await.expect("created");
+        api.create_slotmap(pb::CreateSlotmapRequest::new(b, c))
+            .await
+            .expect("created");
         expect_create(&bank.recv().await, b, c);
         bank.send(&RsproPdu::create_mapping_res(ResultCode::Ok))
             .await;
@@ -201,7 +203,7 @@ async fn maps_survive_kill_9_and_are_pushed_again() {
     {
         let mut api = server.api().await;
         for i in 0..3 {
-            api.create_slotmap(create_req((2, i), (30 + i, 0)))
+            api.create_slotmap(pb::CreateSlotmapRequest::new((2, i), (30 + i, 0)))
                 .await
                 .expect("created");
         }
@@ -230,7 +232,7 @@ async fn sigterm_leaves_a_complete_database_file() {
     let mut server = Server::start(&db).await;
     {
         let mut api = server.api().await;
-        api.create_slotmap(create_req((3, 1), (40, 0)))
+        api.create_slotmap(pb::CreateSlotmapRequest::new((3, 1), (40, 0)))
             .await
             .expect("created");
     }
@@ -250,10 +252,10 @@ async fn reset_banks_on_connect_clears_the_bankd_first() {
     let dir = TempDir::new("reset-on-connect");
     let server = Server::start_with(&dir.path("db"), &["--reset-banks-on-connect"]).await;
     let mut api = server.api().await;
-    api.create_slotmap(create_req((1, 0), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("created");
-    api.create_slotmap(create_req((1, 1), (24, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 1), (24, 0)))
         .await
         .expect("created");
     api.delete_slotmap(by_bank((1, 1))).await.expect("deleted");
@@ -353,15 +355,21 @@ async fn api_errors_carry_the_right_codes() {
     let code =
         |r: Result<tonic::Response<pb::Slotmap>, tonic::Status>| r.expect_err("refused").code();
     assert_eq!(
-        code(api.create_slotmap(create_req((5000, 0), (1, 0))).await),
+        code(
+            api.create_slotmap(pb::CreateSlotmapRequest::new((5000, 0), (1, 0)))
+                .await
+        ),
         Code::InvalidArgument
     );
     assert_eq!(
-        code(api.create_slotmap(create_req((1, 0), (1, 1024))).await),
+        code(
+            api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (1, 1024)))
+                .await
+        ),
         Code::InvalidArgument
     );
     let beyond = api
-        .create_slotmap(create_req((1, 4), (1, 0)))
+        .create_slotmap(pb::CreateSlotmapRequest::new((1, 4), (1, 0)))
         .await
         .expect_err("slot 4 of 4");
     assert_eq!(beyond.code(), Code::InvalidArgument);
@@ -380,17 +388,20 @@ async fn api_errors_carry_the_right_codes() {
         ),
         Code::InvalidArgument
     );
-    api.create_slotmap(create_req((1, 0), (1, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (1, 0)))
         .await
         .expect("created");
     let dup = api
-        .create_slotmap(create_req((1, 0), (2, 0)))
+        .create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (2, 0)))
         .await
         .expect_err("bank slot taken");
     assert_eq!(dup.code(), Code::AlreadyExists);
     assert!(dup.message().contains("1:0"), "{}", dup.message());
     assert_eq!(
-        code(api.create_slotmap(create_req((1, 1), (1, 0))).await),
+        code(
+            api.create_slotmap(pb::CreateSlotmapRequest::new((1, 1), (1, 0)))
+                .await
+        ),
         Code::AlreadyExists
     );
     assert_eq!(
@@ -424,7 +435,7 @@ async fn api_errors_carry_the_right_codes() {
     );
     // A map for a bank that never connected is fine: it waits in NEW.
     let later = api
-        .create_slotmap(create_req((9, 0), (9, 0)))
+        .create_slotmap(pb::CreateSlotmapRequest::new((9, 0), (9, 0)))
         .await
         .expect("provisioned")
         .into_inner();
@@ -438,7 +449,7 @@ async fn bank_endpoint_override_reaches_clients() {
     let mut api = server.api().await;
     let mut bank = bankd(&server, 1, 8).await;
     let mut cl = client(&server, ClientSlot::new(23, 0)).await;
-    api.create_slotmap(create_req((1, 0), (23, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("created");
     bank.recv().await;
@@ -478,7 +489,7 @@ async fn reset_all_removes_everything_and_tells_clients() {
     let mut clients = Vec::new();
     for i in 0..2 {
         clients.push(client(&server, ClientSlot::new(40 + i, 0)).await);
-        api.create_slotmap(create_req((1, i), (40 + i, 0)))
+        api.create_slotmap(pb::CreateSlotmapRequest::new((1, i), (40 + i, 0)))
             .await
             .expect("created");
         bank.recv().await;
@@ -525,7 +536,7 @@ async fn watch_streams_a_snapshot_then_changes() {
     let dir = TempDir::new("watch");
     let server = Server::start(&dir.path("db")).await;
     let mut api = server.api().await;
-    api.create_slotmap(create_req((3, 0), (7, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((3, 0), (7, 0)))
         .await
         .expect("created");
     let mut stream = api
@@ -586,7 +597,7 @@ async fn watch_mirror_equals_list_for_a_bank_that_never_connects() {
     assert!(matches!(next_event(&mut stream).await, E::SnapshotEnd(_)));
     let mut mirror = std::collections::BTreeSet::new();
     for round in 0..3 {
-        api.create_slotmap(create_req((7, 1), (50, 0)))
+        api.create_slotmap(pb::CreateSlotmapRequest::new((7, 1), (50, 0)))
             .await
             .expect("created");
         match next_event(&mut stream).await {
@@ -611,7 +622,7 @@ async fn watch_mirror_equals_list_for_a_bank_that_never_connects() {
     expect_remove(&bank.recv().await, (7, 1), (50, 0));
     bank.send(&RsproPdu::remove_mapping_res(ResultCode::Ok))
         .await;
-    api.create_slotmap(create_req((7, 0), (51, 0)))
+    api.create_slotmap(pb::CreateSlotmapRequest::new((7, 0), (51, 0)))
         .await
         .expect("created");
     expect_create(&bank.recv().await, (7, 0), (51, 0));
@@ -711,7 +722,7 @@ async fn a_full_bank_gets_all_its_maps_at_once() {
     let server = Server::start(&dir.path("db")).await;
     let mut api = server.api().await;
     for slot in 0..SLOTS {
-        api.create_slotmap(create_req((1, slot), (slot, 0)))
+        api.create_slotmap(pb::CreateSlotmapRequest::new((1, slot), (slot, 0)))
             .await
             .expect("created");
     }

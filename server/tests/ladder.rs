@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use remsim_api::v1 as pb;
 use rspro::ipa::Frame;
 use rspro::testing::{c_frame, c_frames};
 use rspro::{ComponentType, Msg, ResultCode};
@@ -39,7 +40,7 @@ async fn c_equivalent_ladder() {
 
     // Map created over gRPC: the C server's CreateMappingReq, byte for byte.
     let map = api
-        .create_slotmap(create_req((1, 0), (23, 0)))
+        .create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
         .await
         .expect("created")
         .into_inner();

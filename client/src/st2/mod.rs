@@ -274,16 +274,7 @@ mod tests {
             usb: None,
         };
         tokio::spawn(crate::driver::run(config, cmd_tx, event_rx));
-        let map = pb::CreateSlotmapRequest {
-            bank: Some(pb::BankSlot {
-                bank_id: 1,
-                slot_nr: 0,
-            }),
-            client: Some(pb::ClientSlot {
-                client_id: 23,
-                slot_nr: 0,
-            }),
-        };
+        let map = pb::CreateSlotmapRequest::new((1, 0), (23, 0));
         api.create_slotmap(map).await.expect("map");
 
         // The card emulator gets the bank card's ATR once OPERATIONAL.

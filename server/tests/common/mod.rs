@@ -210,19 +210,6 @@ pub async fn client(server: &Server, slot: rspro::ClientSlot) -> Peer {
     p
 }
 
-pub fn create_req(bank: (u32, u32), client: (u32, u32)) -> pb::CreateSlotmapRequest {
-    pb::CreateSlotmapRequest {
-        bank: Some(pb::BankSlot {
-            bank_id: bank.0,
-            slot_nr: bank.1,
-        }),
-        client: Some(pb::ClientSlot {
-            client_id: client.0,
-            slot_nr: client.1,
-        }),
-    }
-}
-
 pub fn by_bank(bank: (u32, u32)) -> pb::DeleteSlotmapRequest {
     pb::DeleteSlotmapRequest {
         key: Some(pb::delete_slotmap_request::Key::Bank(pb::BankSlot {
