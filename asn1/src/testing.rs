@@ -151,12 +151,26 @@ pub fn c_frame(message: &str, direction: &str) -> Vec<u8> {
     hex::decode(&c_frames(message, direction)[0]).expect("hex frame")
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; bind soon).
+/// A free TCP port on 127.0.0.1 (free when asked; bind soon), below the
+/// kernel's ephemeral range (32768 and up): a port from that range can be
+/// taken by any outgoing connection before the server under test binds it.
+/// Each call in a process tries the next candidate, so parallel tests of
+/// one binary do not pick the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    (0..SPAN)
+        .map(|_| FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port as u16)).is_ok())
+        .expect("a free port below the ephemeral range") as u16
 }
 
 /// A child process killed when dropped, however the test ends.
