@@ -35,6 +35,16 @@ fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
     }
 }
 
+/// `remsimctl decode --pcap PATH EXTRA...`.
+fn decode_pcap(path: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_remsimctl"))
+        .args(["decode", "--pcap"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .expect("runs")
+}
+
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
 }
@@ -58,12 +68,7 @@ fn decodes_the_rspro_streams_of_a_capture() {
     ];
     let clean = dir.join("rspro.pcap");
     write_pcap(&clean, &packets);
-    let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
-        .args(["decode", "--pcap"])
-        .arg(&clean)
-        .args(["-o", "json"])
-        .output()
-        .expect("runs");
+    let out = decode_pcap(&clean, &["-o", "json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -139,11 +144,7 @@ fn decodes_the_rspro_streams_of_a_capture() {
     ));
     let path = dir.join("mixed.pcap");
     write_pcap(&path, &mixed);
-    let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
-        .args(["decode", "--pcap"])
-        .arg(&path)
-        .output()
-        .expect("runs");
+    let out = decode_pcap(&path, &[]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert!(
@@ -177,11 +178,7 @@ fn decodes_the_rspro_streams_of_a_capture() {
     ));
     let path = dir.join("broken.pcap");
     write_pcap(&path, &broken);
-    let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
-        .args(["decode", "--pcap"])
-        .arg(&path)
-        .output()
-        .expect("runs");
+    let out = decode_pcap(&path, &[]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -232,11 +229,7 @@ fn reads_pcapng_with_cooked_v2_headers() {
         w.write_pcapng_block(block).expect("packet");
     }
     drop(w);
-    let out = Command::new(env!("CARGO_BIN_EXE_remsimctl"))
-        .args(["decode", "--pcap"])
-        .arg(&path)
-        .output()
-        .expect("runs");
+    let out = decode_pcap(&path, &[]);
     assert!(
         out.status.success(),
         "{}",
