@@ -51,7 +51,13 @@ pub struct ConnectionConfig {
     pub on_bad_pdu: OnBadPdu,
     /// Largest IPA LEN accepted.
     pub max_payload: usize,
+    /// How long one send may wait for a peer that does not read; then the
+    /// send fails and the connection is to be closed.
+    pub send_timeout: Duration,
 }
+
+/// The default bound of a send: the C suite's keep-alive timeout.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ConnectionConfig {
     /// remsim-server accepting a bankd or client: it pings from the start.
@@ -61,6 +67,7 @@ impl ConnectionConfig {
             keepalive: Some(KeepaliveConfig::default()),
             on_bad_pdu: OnBadPdu::DropFrame,
             max_payload: ipa::MAX_PAYLOAD_LEN,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 
@@ -82,8 +89,18 @@ impl ConnectionConfig {
         }
     }
 
+    /// Sets the keep-alive; its timeout also bounds each send, since a peer
+    /// that reads nothing for that long would be declared dead anyway.
     pub fn with_keepalive(mut self, keepalive: Option<KeepaliveConfig>) -> Self {
         self.keepalive = keepalive;
+        if let Some(k) = keepalive {
+            self.send_timeout = k.timeout;
+        }
+        self
+    }
+
+    pub fn with_send_timeout(mut self, bound: Duration) -> Self {
+        self.send_timeout = bound;
         self
     }
 }
@@ -108,6 +125,8 @@ pub enum LinkError {
     NotConnected,
     #[error("peer does not read: {0} bytes unsent")]
     Backpressure(usize),
+    #[error("peer read nothing for {0:?}: send abandoned")]
+    SendTimeout(Duration),
 }
 
 impl From<std::io::Error> for LinkError {
@@ -207,10 +226,15 @@ impl Connection {
         self.send_frame(frame).await
     }
 
-    /// Sends a raw frame (tools and tests).
+    /// Sends a raw frame, bounded by `send_timeout`: a peer that stops
+    /// reading cannot hold the caller (a bankd worker, a client link) for
+    /// ever. After a timeout the connection is to be closed.
     pub async fn send_frame(&mut self, frame: Frame) -> Result<(), LinkError> {
-        self.writer.send(frame).await?;
-        Ok(())
+        let bound = self.config.send_timeout;
+        match tokio::time::timeout(bound, self.writer.send(frame)).await {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(LinkError::SendTimeout(bound)),
+        }
     }
 
     /// The next RSPRO PDU; CCM and keep-alive are handled on the way.

@@ -458,3 +458,35 @@ async fn tolerated_results_keep_the_link_up() {
         "no reconnect"
     );
 }
+
+/// A peer that never reads holds a send for the bound at most: the sender
+/// (a bankd worker, a client link) gets SendTimeout instead of waiting for
+/// ever. On tokio's paused clock the bound passes as soon as the socket
+/// buffers are full.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_never_reads_ends_a_send_within_its_bound() {
+    let bound = Duration::from_secs(10);
+    let config = ConnectionConfig::server()
+        .with_keepalive(None)
+        .with_send_timeout(bound);
+    let (mut conn, _peer_never_reads) = pair(config).await;
+    let frame = Frame::Rspro(bytes::Bytes::from(vec![0u8; 60_000]));
+    let mut sent = 0;
+    let sending = async {
+        loop {
+            match conn.send_frame(frame.clone()).await {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 10_000, "600 MB went into a peer that reads nothing");
+        }
+    };
+    // Virtual time: without the bound the send would wait for ever.
+    let outcome = timeout(bound * 6, sending)
+        .await
+        .expect("the send came back within its bound");
+    assert!(
+        matches!(outcome, LinkError::SendTimeout(b) if b == bound),
+        "{outcome:?} after {sent} frames"
+    );
+}
