@@ -33,7 +33,7 @@ pub const MAX_OWED: usize = 256;
 /// C server's fixed value).
 pub const BANKD_PORT: u16 = 9999;
 
-/// How long a new connection may take to identify (C: T1).
+/// How long a new connection may take to identify by default (C: T1).
 pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a rejected connection stays open after its Connect*Res (C: T2).
 pub const REJECT_CLOSE_DELAY: Duration = Duration::from_secs(1);
@@ -230,6 +230,8 @@ pub struct Engine {
     by_client: HashMap<ClientSlot, BankSlot>,
     removals: BTreeMap<u32, Vec<Removal>>,
     probe_window: Duration,
+    /// How long a new connection may take to identify (`--identify-timeout`).
+    identify_timeout: Duration,
     reset_on_connect: bool,
 }
 
@@ -268,8 +270,15 @@ impl Engine {
             by_client: HashMap::new(),
             removals: BTreeMap::new(),
             probe_window,
+            identify_timeout: IDENTIFY_TIMEOUT,
             reset_on_connect,
         }
+    }
+
+    /// How long a connection may stay without ConnectBankReq/ConnectClientReq.
+    pub fn with_identify_timeout(mut self, bound: Duration) -> Self {
+        self.identify_timeout = bound;
+        self
     }
 
     /// Loads persisted state (before any connection).
@@ -375,7 +384,11 @@ impl Engine {
 
     pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr) -> Vec<Action> {
         self.conns.insert(conn, Conn::Established { peer });
-        vec![Action::StartTimer(conn, IDENTIFY_TIMEOUT, Timer::Identify)]
+        vec![Action::StartTimer(
+            conn,
+            self.identify_timeout,
+            Timer::Identify,
+        )]
     }
 
     pub fn on_timer(&mut self, conn: ConnId, timer: Timer) -> Vec<Action> {
@@ -1112,6 +1125,15 @@ mod tests {
         e.on_accept(2, peer());
         e.on_pdu(2, bank_req(1));
         assert!(e.on_timer(2, Timer::Identify).is_empty());
+        let mut e = engine().with_identify_timeout(Duration::from_secs(3));
+        assert_eq!(
+            e.on_accept(1, peer()),
+            vec![Action::StartTimer(
+                1,
+                Duration::from_secs(3),
+                Timer::Identify
+            )]
+        );
     }
 
     #[test]

@@ -60,6 +60,10 @@ struct Args {
     /// pushing this server's (also drops its clients for a moment).
     #[arg(long, env = "REMSIM_RESET_BANKS_ON_CONNECT")]
     reset_banks_on_connect: bool,
+    /// How long a new RSPRO connection may take to identify itself
+    /// (ConnectBankReq or ConnectClientReq) before it is closed.
+    #[arg(long, env = "REMSIM_IDENTIFY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    identify_timeout: Duration,
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long, env = "REMSIM_LOG", default_value = "info")]
     log_level: String,
@@ -97,7 +101,8 @@ async fn main() -> anyhow::Result<()> {
         identity(),
         args.probe_timeout * 4 + Duration::from_secs(1),
         args.reset_banks_on_connect,
-    );
+    )
+    .with_identify_timeout(args.identify_timeout);
     engine.load(loaded.maps, loaded.removals, loaded.banks);
 
     let rspro = TcpListener::bind(args.rspro_listen)

@@ -777,3 +777,13 @@ async fn the_c_servers_debug_and_colour_options_are_accepted() {
     let mut api = server.api().await;
     assert!(slotmaps(&mut api).await.is_empty());
 }
+
+/// A connection that never identifies is closed after --identify-timeout.
+#[tokio::test]
+async fn a_peer_that_never_identifies_is_closed() {
+    let dir = TempDir::new("identify");
+    let server = Server::start_with(&dir.path("db"), &["--identify-timeout", "1s"]).await;
+    // It answers PINGs (alive) but never says who it is.
+    let mut silent = Peer::connect(server.rspro).await;
+    silent.expect_closed().await;
+}
