@@ -173,6 +173,70 @@ pub fn free_port() -> u16 {
         .expect("a free port below the ephemeral range") as u16
 }
 
+/// Returns true inside a private mount and network namespace (loopback
+/// up), where the caller runs its body. Outside, it re-runs `test` (an exact
+/// test name) under `unshare` with `inner_env` set, asserts that it passed,
+/// and returns false. The inner run's output is shown only on failure, so
+/// that the harness counts the test once. Needs root (CI and sessions are).
+pub fn in_namespace(test: &str, inner_env: &str) -> bool {
+    use std::process::{Command, Stdio};
+    if std::env::var_os(inner_env).is_some() {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+        return true;
+    }
+    for tool in ["unshare", "ip", "timeout"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} is missing: install iproute2 (scripts/setup test)"
+        );
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("timeout")
+        .args(["120", "unshare", "-m", "-n", "--propagation", "private"])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(inner_env, "1")
+        .output()
+        .expect("unshare runs");
+    assert!(
+        out.status.success(),
+        "the test inside the namespace failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// How many delayed ACKs TCP has sent in this network namespace so far
+/// (`TcpExt: DelayedACKs` of /proc/net/netstat). A request/response
+/// protocol that waits for delayed ACKs (Nagle on one side, no quick ACK on
+/// the other) sends one per exchange; one that does not, about none. In a
+/// test's own namespace it counts that test's traffic alone: an event count
+/// rather than a timing.
+pub fn delayed_acks() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").expect("/proc/net/netstat");
+    let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (tcp_ext.next(), tcp_ext.next());
+    names
+        .zip(values)
+        .and_then(|(n, v)| {
+            n.split_whitespace()
+                .zip(v.split_whitespace())
+                .find(|(name, _)| *name == "DelayedACKs")
+                .and_then(|(_, value)| value.parse().ok())
+        })
+        .expect("TcpExt DelayedACKs in /proc/net/netstat")
+}
+
 /// A child process killed when dropped, however the test ends.
 pub struct Proc(pub std::process::Child);
 
@@ -276,16 +340,13 @@ pub mod pcscd {
         assert!(status.success(), "{cmd} {args:?}: {status}");
     }
 
-    /// Returns true inside the namespace, where the caller runs its body.
-    /// Outside, it re-runs `test` (an exact test name) under `unshare` with
-    /// `inner_env` set, asserts that it passed, and returns false. The inner
-    /// run's output is shown only on failure, so that the harness counts the
-    /// test once.
+    /// [`super::in_namespace`] for tests that also need pcscd and vpcd:
+    /// checks that they are installed first.
     pub fn in_namespace(test: &str, inner_env: &str) -> bool {
         if std::env::var_os(inner_env).is_some() {
-            return true;
+            return super::in_namespace(test, inner_env);
         }
-        for tool in ["pcscd", "unshare", "ip", "mount", "timeout"] {
+        for tool in ["pcscd", "mount"] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
                 .stdout(Stdio::null())
@@ -300,25 +361,10 @@ pub mod pcscd {
             Path::new(VPCD_DRIVER).exists(),
             "{VPCD_DRIVER} is missing: install vsmartcard-vpcd"
         );
-        let exe = std::env::current_exe().expect("test binary");
-        let out = Command::new("timeout")
-            .args(["120", "unshare", "-m", "-n", "--propagation", "private"])
-            .arg(exe)
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(inner_env, "1")
-            .output()
-            .expect("unshare runs");
-        assert!(
-            out.status.success(),
-            "the test inside the namespace failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        false
+        super::in_namespace(test, inner_env)
     }
 
-    /// Inside the namespace: a tmpfs on /run/pcscd, loopback up, and pcscd
+    /// Inside the namespace: a tmpfs on /run/pcscd and pcscd
     /// with vpcd (readers "Virtual PCD 00 00" and "00 01" on ports 35963
     /// and 35964), logging to `dir/log_name`. Refuses to touch the host's /run.
     pub fn start(dir: &Path, log_name: &str) -> Proc {
@@ -331,7 +377,6 @@ pub mod pcscd {
             run("mkdir", &["-p", "/run/pcscd"]);
             run("mount", &["-t", "tmpfs", "tmpfs", "/run/pcscd"]);
             run("touch", &["/run/pcscd/.remsim-test"]);
-            run("ip", &["link", "set", "lo", "up"]);
         }
         let conf = dir.join("reader.conf.d");
         std::fs::create_dir_all(&conf).expect("conf dir");
