@@ -62,15 +62,19 @@ fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 }
 
 /// Waits for the demo's exit within the guard.
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(start.elapsed() < GUARD, "remsim-demo did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits for the demo's exit (the event), bounded by the guard; a demo
+/// that does not end is killed and the test fails.
+fn wait_exit(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id() as i32;
+    let (tx, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().expect("wait"));
+    });
+    exited.recv_timeout(GUARD).unwrap_or_else(|_| {
+        // SAFETY: kill(2) on our own, still unreaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("remsim-demo did not end")
+    })
 }
 
 /// The pids the demo announced on stderr ("  remsim-bankd   pid 1234 ...").
@@ -132,7 +136,7 @@ fn demo_reads_every_card_remaps_two_and_ends_by_itself() {
     );
     let stdout = lines(child.stdout.take().expect("stdout"));
     let stderr = lines(child.stderr.take().expect("stderr"));
-    let status = wait_exit(&mut child);
+    let status = wait_exit(child);
     let out: Vec<String> = stdout.iter().collect();
     let err: Vec<String> = stderr.iter().collect();
     assert!(
@@ -211,7 +215,7 @@ fn ctrl_c_ends_the_demo_cleanly_while_it_runs() {
     // It is up now, watching events: Ctrl-C.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = wait_exit(&mut child);
+    let status = wait_exit(child);
     let err: Vec<String> = stderr.iter().collect();
     assert!(
         status.success(),
@@ -248,7 +252,7 @@ fn ctrl_c_during_start_up_leaves_nothing_behind() {
     }
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = wait_exit(&mut child);
+    let status = wait_exit(child);
     err.extend(stderr.iter());
     assert!(status.success(), "exit {status}:\n{}", err.join("\n"));
     let pids = announced_pids(&err);
@@ -261,7 +265,7 @@ fn ctrl_c_during_start_up_leaves_nothing_behind() {
 fn refusal(dir: &PathBuf, base: u16) -> String {
     let mut child = demo(dir, base, &["--duration", "0"]);
     let stderr = lines(child.stderr.take().expect("stderr"));
-    let status = wait_exit(&mut child);
+    let status = wait_exit(child);
     let err: Vec<String> = stderr.iter().collect();
     assert_eq!(status.code(), Some(1), "{err:?}");
     assert_eq!(err.len(), 1, "{err:?}");
