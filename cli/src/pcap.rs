@@ -47,11 +47,12 @@ type Packet = (std::time::Duration, DataLink, Vec<u8>);
 
 impl Capture {
     fn open(path: &Path) -> Result<Capture, String> {
+        use std::io::{Read, Seek, SeekFrom};
         let mut magic = [0u8; 4];
         let mut file = File::open(path).map_err(|e| e.to_string())?;
-        std::io::Read::read_exact(&mut file, &mut magic)
+        file.read_exact(&mut magic)
             .map_err(|e| format!("not a capture: {e}"))?;
-        let file = File::open(path).map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
         if magic == PCAPNG_MAGIC {
             let reader = PcapNgReader::new(file).map_err(|e| format!("not a pcapng file: {e}"))?;
             Ok(Capture::PcapNg(reader, Vec::new()))

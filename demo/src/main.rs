@@ -140,7 +140,20 @@ impl Demo {
         (p, p + 1, p + 2)
     }
 
-    fn started(&mut self, proc: Proc, what: &str) {
+    /// Starts program `name` logging to `log` in the demo folder (its
+    /// stdout too with `stdout_to_log`), announces it with its pid and
+    /// `what` it is, and keeps it to be stopped.
+    fn launch(
+        &mut self,
+        name: &str,
+        cmd: tokio::process::Command,
+        log: &str,
+        stdout_to_log: bool,
+        what: &str,
+    ) -> anyhow::Result<&mut Proc> {
+        let proc = self
+            .programs
+            .spawn_logged(name, cmd, &self.dir.join(log), stdout_to_log)?;
         self.say.line(&format!(
             "  {:<14} pid {:<7} {:<40} log {}",
             proc.name,
@@ -148,7 +161,9 @@ impl Demo {
             what,
             shown(&proc.log)
         ));
+        let index = self.procs.len();
         self.procs.push(proc);
+        Ok(&mut self.procs[index])
     }
 
     /// Fails when a started program has ended, naming it and its last log lines.
@@ -207,13 +222,13 @@ impl Demo {
             .arg(self.dir.join("remsim.db"))
             .args(["--rspro-listen", &format!("127.0.0.1:{rspro_port}")])
             .args(["--api-listen", &format!("127.0.0.1:{api_port}")]);
-        let server =
-            self.programs
-                .spawn_logged("remsim-server", cmd, &self.dir.join("server.log"), true)?;
-        self.started(
-            server,
+        self.launch(
+            "remsim-server",
+            cmd,
+            "server.log",
+            true,
             &format!("API 127.0.0.1:{api_port}, RSPRO 127.0.0.1:{rspro_port}"),
-        );
+        )?;
         let mut api = api::Api::connect(api_port, || self.check_alive()).await?;
 
         let mut cmd = self.programs.command("remsim-bankd");
@@ -229,13 +244,13 @@ impl Demo {
             .args(["-I", "127.0.0.1", "-P", &bankd_port.to_string()])
             .args(["--backend", "soft", "--soft-profiles"])
             .arg(self.dir.join("cards.toml"));
-        let bankd =
-            self.programs
-                .spawn_logged("remsim-bankd", cmd, &self.dir.join("bankd.log"), true)?;
-        self.started(
-            bankd,
+        self.launch(
+            "remsim-bankd",
+            cmd,
+            "bankd.log",
+            true,
             &format!("bank {BANK}, {CARDS} soft SIMs, 127.0.0.1:{bankd_port}"),
-        );
+        )?;
         api.wait_for_bank(BANK, || self.check_alive()).await?;
         api.set_bank_endpoint(BANK, format!("127.0.0.1:{bankd_port}"))
             .await?;
@@ -250,15 +265,13 @@ impl Demo {
             .args(["-a", &NO_CARD_ATR.replace(' ', ""), "shell"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        let log = self.dir.join(format!("client-{client_id}.log"));
-        let mut proc = self
-            .programs
-            .spawn_logged("remsim-client", cmd, &log, false)?;
+        let log = format!("client-{client_id}.log");
+        let what = format!("client {client_id}:0, shell frontend");
+        let proc = self.launch("remsim-client", cmd, &log, false, &what)?;
         let (Some(stdin), Some(stdout)) = (proc.child.stdin.take(), proc.child.stdout.take())
         else {
             anyhow::bail!("remsim-client started without its pipes");
         };
-        self.started(proc, &format!("client {client_id}:0, shell frontend"));
         Ok(Modem::new(stdin, stdout))
     }
 
@@ -414,10 +427,7 @@ impl Demo {
         } else {
             cmd.stdout(Stdio::inherit());
         }
-        let watch =
-            self.programs
-                .spawn_logged("remsimctl", cmd, &self.dir.join("watch.log"), false)?;
-        self.started(watch, "watch (events below)");
+        self.launch("remsimctl", cmd, "watch.log", false, "watch (events below)")?;
 
         let duration = self.args.duration;
         let until = async move {

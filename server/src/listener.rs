@@ -103,15 +103,16 @@ async fn connection(
                 Err(e) => break Err(e),
             },
             command = inbox.recv() => match command {
-                // Bounded like a PONG: a peer that takes no data for that
-                // long is as good as dead, and must not pin this task.
-                Some(ConnCommand::Send(pdu)) => match tokio::time::timeout(keepalive.timeout, conn.send(&pdu)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Err(e),
-                    Err(_) => {
+                // The send is bounded like a PONG (the link's send_timeout):
+                // a peer that takes no data for that long is as good as
+                // dead, and must not pin this task.
+                Some(ConnCommand::Send(pdu)) => match conn.send(&pdu).await {
+                    Ok(()) => {}
+                    Err(LinkError::SendTimeout(_)) => {
                         info!(conn = conn_id, %peer, "peer takes no data; closing");
                         break Ok(());
                     }
+                    Err(e) => break Err(e),
                 },
                 Some(ConnCommand::Probe(timeout)) => {
                     if let Err(e) = conn.probe(timeout) {

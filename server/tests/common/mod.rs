@@ -68,22 +68,7 @@ impl Server {
         Self::start_with(db, &[]).await
     }
 
-    /// A port from `free_port` can be taken by someone else's outgoing
-    /// connection before the server binds it; a server that exits at start
-    /// is started again on other ports.
     pub async fn start_with(db: &Path, extra: &[&str]) -> Server {
-        for _ in 0..5 {
-            if let Some(server) = Self::try_start(db, extra).await {
-                return server;
-            }
-        }
-        panic!(
-            "remsim-server did not start in five tries (see {})",
-            db.with_extension("log").display()
-        );
-    }
-
-    async fn try_start(db: &Path, extra: &[&str]) -> Option<Server> {
         let rspro: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = std::fs::File::create(db.with_extension("log")).expect("log file");
@@ -105,11 +90,13 @@ impl Server {
             rspro,
             api,
         };
-        server.wait_serving().await.then_some(server)
+        server.wait_serving().await;
+        server
     }
 
-    /// True once the API reports SERVING; false if the server exited.
-    async fn wait_serving(&mut self) -> bool {
+    /// Waits until the API reports SERVING; fails at once if the server
+    /// exited (its log is beside the database).
+    async fn wait_serving(&mut self) {
         let url = format!("http://{}", self.api);
         let deadline = tokio::time::Instant::now() + GUARD;
         loop {
@@ -126,11 +113,13 @@ impl Server {
                     && r.into_inner().status
                         == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
                 {
-                    return true;
+                    return;
                 }
             }
-            if self.child.0.try_wait().expect("wait").is_some() {
-                return false;
+            if let Some(status) = self.child.0.try_wait().expect("wait") {
+                panic!(
+                    "remsim-server exited at start ({status}); see its .log beside the database"
+                );
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
