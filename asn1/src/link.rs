@@ -159,7 +159,21 @@ pub struct Connection {
     writer: FramedWrite<OwnedWriteHalf, IpaCodec>,
     config: ConnectionConfig,
     keepalive: Option<Keepalive>,
+    /// A probe is out and its answer not yet reported.
+    probing: bool,
+    /// The probe was answered; `next_inbound` reports it once.
+    probe_answered: bool,
     peer: SocketAddr,
+}
+
+/// What `next_inbound` brings. Not boxed: it is moved once, and a box
+/// would cost an allocation per PDU.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Inbound {
+    Pdu(Decoded),
+    /// Every PING sent for the last `probe` has been answered: the peer is alive.
+    ProbeAnswered,
 }
 
 impl Connection {
@@ -174,6 +188,8 @@ impl Connection {
             writer: FramedWrite::new(write, codec),
             config,
             keepalive: None,
+            probing: false,
+            probe_answered: false,
             peer,
         };
         if let Some(ka) = config.keepalive {
@@ -202,17 +218,12 @@ impl Connection {
                 true
             }
         };
+        self.probing = true;
+        self.probe_answered = false;
         if send_ping {
             self.queue(Ccm::Ping)?;
         }
         Ok(())
-    }
-
-    /// Whether a PING is out and its PONG has not come yet.
-    pub fn awaiting_pong(&self) -> bool {
-        self.keepalive
-            .as_ref()
-            .is_some_and(Keepalive::awaiting_pong)
     }
 
     /// Encodes and sends one PDU.
@@ -241,6 +252,19 @@ impl Connection {
     /// Returns an error when the connection is over.
     pub async fn recv(&mut self) -> Result<Decoded, LinkError> {
         loop {
+            if let Inbound::Pdu(decoded) = self.next_inbound().await? {
+                return Ok(decoded);
+            }
+        }
+    }
+
+    /// Like `recv`, and also reports when a probe has been answered, as
+    /// soon as its PONG is in (an unanswered probe ends in an error).
+    pub async fn next_inbound(&mut self) -> Result<Inbound, LinkError> {
+        loop {
+            if std::mem::take(&mut self.probe_answered) {
+                return Ok(Inbound::ProbeAnswered);
+            }
             let deadline = self.keepalive.as_ref().map(Keepalive::deadline);
             let pending_write = !self.writer.write_buffer().is_empty();
             // Biased: frames already received (a PONG, say) count before
@@ -253,7 +277,7 @@ impl Connection {
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(Frame::Ccm(ccm))) => self.on_ccm(ccm)?,
                     Some(Ok(Frame::Rspro(bytes))) => match codec::decode(&bytes) {
-                        Ok(decoded) => return Ok(decoded),
+                        Ok(decoded) => return Ok(Inbound::Pdu(decoded)),
                         Err(e) if self.config.on_bad_pdu == OnBadPdu::DropFrame => {
                             warn!(peer = %self.peer, error = %e, pdu = %hex::encode(&bytes), "dropping undecodable PDU");
                         }
@@ -297,6 +321,10 @@ impl Connection {
             Ccm::Pong => {
                 if let Some(ka) = self.keepalive.as_mut() {
                     ka.on_pong(Instant::now());
+                    if self.probing && !ka.awaiting_pong() {
+                        self.probing = false;
+                        self.probe_answered = true;
+                    }
                 }
                 Ok(())
             }

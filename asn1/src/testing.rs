@@ -55,6 +55,11 @@ impl Peer {
         self.send_frame(Frame::rspro(pdu).expect("encodes")).await;
     }
 
+    /// The socket, for a test that goes on without the frame reader.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
@@ -244,6 +249,25 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then the exit status (within GUARD).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(start.elapsed() < GUARD, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

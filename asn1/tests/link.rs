@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use rspro::client_link::{ClientLink, ClientLinkConfig, ClientLinkEvent};
 use rspro::ipa::{Ccm, Frame, IpaCodec};
 use rspro::keepalive::KeepaliveConfig;
-use rspro::link::{Connection, ConnectionConfig, LinkError};
+use rspro::link::{Connection, ConnectionConfig, Inbound, LinkError};
 use rspro::reconnect::{ClientState, ReconnectConfig};
 use rspro::{ComponentType, Identity, Msg, Pdu, ResultCode, RsproPdu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -489,4 +489,42 @@ async fn a_peer_that_never_reads_ends_a_send_within_its_bound() {
         matches!(outcome, LinkError::SendTimeout(b) if b == bound),
         "{outcome:?} after {sent} frames"
     );
+}
+
+/// A probe's answer is reported as soon as its PONG is in, and only the
+/// PONG to the probe's own PING counts (an older PING's PONG does not).
+#[tokio::test]
+async fn a_probe_is_reported_answered_by_the_pong_to_its_own_ping() {
+    let keepalive = KeepaliveConfig {
+        interval: Duration::from_secs(3600),
+        timeout: Duration::from_secs(3600),
+    };
+    let (mut conn, mut peer) =
+        pair(ConnectionConfig::server().with_keepalive(Some(keepalive))).await;
+    // The keep-alive's first PING is out (unanswered) when the probe starts.
+    assert_eq!(peer.recv().await, Some(Frame::Ccm(Ccm::Ping)));
+    conn.probe(Duration::from_secs(3600)).expect("probe");
+    let served = tokio::spawn(async move {
+        let first = conn.next_inbound().await.expect("inbound");
+        (conn, first)
+    });
+    assert_eq!(
+        peer.recv().await,
+        Some(Frame::Ccm(Ccm::Ping)),
+        "the probe's PING"
+    );
+    // PONG to the old PING, then a PDU: the PDU comes first, not the verdict.
+    peer.send(Frame::Ccm(Ccm::Pong)).await;
+    peer.send_pdu(&RsproPdu::reset_state_req()).await;
+    let (mut conn, first) = timeout(GUARD, served)
+        .await
+        .expect("in time")
+        .expect("task");
+    assert!(matches!(first, Inbound::Pdu(_)), "{first:?}");
+    peer.send(Frame::Ccm(Ccm::Pong)).await;
+    let verdict = timeout(GUARD, conn.next_inbound())
+        .await
+        .expect("in time")
+        .expect("inbound");
+    assert!(matches!(verdict, Inbound::ProbeAnswered), "{verdict:?}");
 }

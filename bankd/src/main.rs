@@ -19,8 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use remsim_daemon::LogFormat;
+use remsim_daemon::listen::{self, Policy, Shutdown};
+use remsim_daemon::parse_duration;
 use rspro::client_link::ClientLinkConfig;
-use rspro::keepalive::parse_duration;
 use rspro::reconnect::ReconnectConfig;
 use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
 use simcard::CardProfile;
@@ -165,6 +166,9 @@ struct Args {
     /// How long a client may take to send ConnectClientReq.
     #[arg(long, env = "REMSIM_IDENTIFY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     identify_timeout: Duration,
+    /// Client connections held at once; more are closed as they come (logged).
+    #[arg(long, env = "REMSIM_MAX_CONNECTIONS", default_value_t = 2048)]
+    max_connections: usize,
     /// How often a mapped card that could not be opened is tried again.
     #[arg(long, env = "REMSIM_CARD_RETRY", default_value = "10s", value_parser = parse_duration)]
     card_retry: Duration,
@@ -204,6 +208,7 @@ fn backend(args: &Args) -> anyhow::Result<card::Backend> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     remsim_daemon::init_logging(&log_filter(&args.log_level), args.log_format)?;
+    listen::raise_open_files_limit();
     if args.debug_mask.is_some() {
         info!("-d is accepted for compatibility; use -e to set the log level");
     }
@@ -275,23 +280,18 @@ async fn main() -> anyhow::Result<()> {
         identify_timeout: args.identify_timeout,
         retry: args.card_retry,
     });
-    let shutdown = remsim_daemon::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(worker::serve(stream, shared.clone()));
-                }
-                Err(e) => warn!(error = %e, "accept failed"),
-            },
-            signal = &mut shutdown => {
-                signal?;
-                break;
-            }
-        }
-    }
+    let (trigger, shutdown) = Shutdown::channel();
+    let policy = Policy::new("clients", args.max_connections);
+    let clients = tokio::spawn(listen::serve(listener, policy, shutdown, move |accepted| {
+        worker::serve(accepted, shared.clone())
+    }));
+    remsim_daemon::shutdown_signal().await?;
+    // Stop accepting, end every client session and release its card; the
+    // listener waits for that within its drain bound.
     info!("shutting down");
+    let _ = trigger.send(true);
+    let _ = clients.await;
+    info!("stopped");
     Ok(())
 }
 

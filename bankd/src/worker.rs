@@ -6,10 +6,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use remsim_daemon::listen::{Accepted, Shutdown};
 use rspro::keepalive::KeepaliveConfig;
 use rspro::link::{Connection, ConnectionConfig};
 use rspro::{Identity, Pdu};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use tracing::{debug, info};
@@ -39,7 +39,12 @@ struct Worker {
     card: Option<Card>,
 }
 
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+/// Serves one client until it goes, or the bankd shuts down; its card is
+/// released (PC/SC disconnect) either way.
+pub async fn serve(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        stream, shutdown, ..
+    } = accepted;
     let config = ConnectionConfig::bankd_worker().with_keepalive(shared.keepalive);
     let conn = match Connection::new(stream, config).await {
         Ok(c) => c,
@@ -56,7 +61,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         conn,
         card: None,
     };
-    let reason = w.run().await;
+    let reason = w.run(shutdown).await;
     info!(%peer, client = %rspro::pdu::shown(w.session.client()), bank = %rspro::pdu::shown(w.session.bank()), reason, "client connection closed");
     if let Some(card) = w.card.take() {
         card.release().await;
@@ -64,7 +69,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 }
 
 impl Worker {
-    async fn run(&mut self) -> String {
+    async fn run(&mut self, mut shutdown: Shutdown) -> String {
         let mut maps = self.shared.maps.clone();
         let identify_by = Instant::now() + self.shared.identify_timeout;
         let mut retry = interval_at(Instant::now() + self.shared.retry, self.shared.retry);
@@ -92,6 +97,7 @@ impl Worker {
                     return "no ConnectClientReq in time".into();
                 }
                 _ = retry.tick() => self.session.on_retry(),
+                _ = shutdown.wait() => return "bankd shutting down".into(),
             };
             if let Err(reason) = self.execute(outs).await {
                 return reason;

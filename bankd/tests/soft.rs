@@ -176,6 +176,94 @@ async fn maps_are_checked_as_the_c_bankd_does() {
     client.expect_closed().await;
 }
 
+/// A client that sends APDUs and never reads the answers: the bankd's send
+/// to it gives up after its bound (the keep-alive timeout) and closes it,
+/// and another client is served all the while.
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(
+        sim.port,
+        &["--backend", "soft", "--keepalive-timeout", "1s"],
+    )
+    .await;
+    let (mut server, ..) = sim.accept().await;
+    let c24 = ClientSlot::new(24, 0);
+    let b1 = BankSlot::new(1, 1);
+    map(&mut server, B0, C23).await;
+    map(&mut server, b1, c24).await;
+    // A small receive window fills after few answers.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(bankd.addr()).await.expect("connect");
+    let mut reader = rspro::testing::Peer::from_stream(stream);
+    reader
+        .send(&RsproPdu::connect_client_req(client_identity(), Some(C23)))
+        .await;
+    assert!(matches!(reader.recv().await.msg, Msg::ConnectClientRes(_)));
+    expect_atr(&mut reader, C23).await;
+    let mut flood = reader.into_stream();
+    let frame = rspro::ipa::Frame::rspro(&RsproPdu::tpdu_modem_to_card(C23, B0, h("a0f2000016")))
+        .expect("encodes");
+    let mut bytes = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(&mut rspro::ipa::IpaCodec::default(), frame, &mut bytes)
+        .expect("frame");
+    let batch = bytes.repeat(64);
+    let flooder = tokio::spawn(async move {
+        // Ends when the bankd closes the connection: the write fails.
+        let mut sent = 0u64;
+        while flood.write_all(&batch).await.is_ok() {
+            sent += 64;
+        }
+        sent
+    });
+    let (mut other, result) = client(&bankd, c24).await;
+    assert_eq!(result, ResultCode::Ok);
+    expect_atr(&mut other, c24).await;
+    for _ in 0..20 {
+        assert_eq!(
+            apdu(&mut other, c24, b1, &h("a0a40000023f00")).await,
+            h("9f16")
+        );
+    }
+    let sent = tokio::time::timeout(rspro::testing::GUARD, flooder)
+        .await
+        .expect("the flooding client is cut off in time")
+        .expect("task");
+    assert!(sent > 0);
+    for _ in 0..20 {
+        assert_eq!(
+            apdu(&mut other, c24, b1, &h("a0a40000023f00")).await,
+            h("9f16")
+        );
+    }
+}
+
+/// SIGTERM: the bankd stops accepting, ends its client sessions (their
+/// cards released) and exits 0.
+#[tokio::test]
+async fn sigterm_ends_client_sessions_and_exits_cleanly() {
+    let sim = SimServer::new().await;
+    let mut bankd = Bankd::start(sim.port, &["--backend", "soft"]).await;
+    let (mut server, ..) = sim.accept().await;
+    map(&mut server, B0, C23).await;
+    let (mut client, result) = client(&bankd, C23).await;
+    assert_eq!(result, ResultCode::Ok);
+    assert_eq!(expect_atr(&mut client, C23).await, default_atr());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = bankd.child.terminate();
+        (bankd, status)
+    });
+    client.expect_closed().await;
+    let (bankd, status) = status.await.expect("joined");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        tokio::net::TcpStream::connect(bankd.addr()).await.is_err(),
+        "nothing listens after the exit"
+    );
+}
+
 #[tokio::test]
 async fn silent_clients_are_dropped() {
     let sim = SimServer::new().await;

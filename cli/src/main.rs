@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
-use rspro::keepalive::parse_duration;
+use remsim_daemon::parse_duration;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {

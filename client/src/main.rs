@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use remsim_daemon::LogFormat;
-use rspro::keepalive::parse_duration;
+use remsim_daemon::parse_duration;
 use rspro::{ClientSlot, ComponentType, Identity};
 use tokio::sync::mpsc;
 

@@ -2,12 +2,26 @@
 //! people or (`--log-format json`) for Kubernetes, the keep-alive options,
 //! and waiting for SIGTERM or SIGINT.
 
+pub mod listen;
+
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
-use rspro::keepalive::{KeepaliveConfig, parse_duration};
+use rspro::keepalive::KeepaliveConfig;
 use tracing_subscriber::EnvFilter;
+
+/// Parses a timer as the command lines give it: humantime's forms ("30s",
+/// "500ms", "2m", "1h 30m"), or a bare number of seconds as the C
+/// programs take them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(seconds) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{text:?} is not a duration like 30s, 500ms or 1h: {e}"))
+}
 
 /// `--keepalive-interval` and `--keepalive-timeout` (the C suite's 30 s and
 /// 10 s by default), for every RSPRO link of a program.
@@ -62,4 +76,21 @@ pub async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
 }

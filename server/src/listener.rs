@@ -1,41 +1,35 @@
-//! The RSPRO control port: accepts bankds and clients and runs one task per
-//! connection that moves PDUs between the socket and the service task.
+//! The RSPRO control port: accepts bankds and clients (under the shared
+//! connection policy) and runs one task per connection that moves PDUs
+//! between the socket and the service task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+use remsim_daemon::listen::{self, Accepted, Policy, Shutdown};
 use rspro::keepalive::KeepaliveConfig;
-use rspro::link::{Connection, ConnectionConfig, LinkError};
+use rspro::link::{Connection, ConnectionConfig, Inbound, LinkError};
 use rspro::{Decoded, Pdu};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
 
 use crate::engine::ConnId;
 use crate::service::{CONN_QUEUE, ConnCommand, Request};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections until `shutdown`, then waits for them to end
+/// within the policy's drain bound.
 pub async fn serve(
     listener: TcpListener,
+    policy: Policy,
     service: mpsc::Sender<Request>,
     keepalive: KeepaliveConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let service = service.clone();
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(connection(stream, service, keepalive, shutdown));
-                }
-                Err(e) => warn!(error = %e, "accept failed"),
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    listen::serve(listener, policy, shutdown, move |accepted| {
+        connection(accepted, service.clone(), keepalive)
+    })
+    .await;
 }
 
 fn log_notes(conn: ConnId, decoded: &Decoded) {
@@ -45,11 +39,15 @@ fn log_notes(conn: ConnId, decoded: &Decoded) {
 }
 
 async fn connection(
-    stream: TcpStream,
+    accepted: Accepted,
     service: mpsc::Sender<Request>,
     keepalive: KeepaliveConfig,
-    mut shutdown: watch::Receiver<bool>,
 ) {
+    let Accepted {
+        stream,
+        mut shutdown,
+        ..
+    } = accepted;
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let config = ConnectionConfig::server().with_keepalive(Some(keepalive));
     let mut conn = match Connection::new(stream, config).await {
@@ -73,21 +71,15 @@ async fn connection(
     {
         return;
     }
-    // When set: the time to report whether the peer answered a probe.
-    let mut probe_check: Option<tokio::time::Instant> = None;
     let end: Result<(), LinkError> = loop {
         tokio::select! {
-            // Just after the probe's own deadline: a dead peer has been
-            // declared dead by `recv` by then, so still being here with the
-            // PONG in means alive.
-            _ = tokio::time::sleep_until(probe_check.unwrap_or_else(tokio::time::Instant::now)), if probe_check.is_some() => {
-                probe_check = None;
-                if !conn.awaiting_pong() && service.send(Request::ProbeAlive { conn: conn_id }).await.is_err() {
-                    break Ok(());
+            received = conn.next_inbound() => match received {
+                Ok(Inbound::ProbeAnswered) => {
+                    if service.send(Request::ProbeAlive { conn: conn_id }).await.is_err() {
+                        break Ok(());
+                    }
                 }
-            }
-            received = conn.recv() => match received {
-                Ok(decoded) => {
+                Ok(Inbound::Pdu(decoded)) => {
                     log_notes(conn_id, &decoded);
                     match decoded.pdu {
                         Pdu::Known(pdu) => {
@@ -114,15 +106,16 @@ async fn connection(
                     }
                     Err(e) => break Err(e),
                 },
+                // The answer comes as Inbound::ProbeAnswered; no answer
+                // within `timeout` ends the connection.
                 Some(ConnCommand::Probe(timeout)) => {
                     if let Err(e) = conn.probe(timeout) {
                         break Err(e);
                     }
-                    probe_check = Some(tokio::time::Instant::now() + timeout + Duration::from_millis(50));
                 }
                 Some(ConnCommand::Close) | None => break Ok(()),
             },
-            _ = shutdown.changed() => break Ok(()),
+            _ = shutdown.wait() => break Ok(()),
         }
     };
     match end {

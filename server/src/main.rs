@@ -2,6 +2,7 @@
 //! bankds and clients (TCP 9998), slot maps kept in SQLite, and the
 //! `remsim.v1` gRPC management API with reflection and health (TCP 9997).
 
+mod api_listener;
 mod engine;
 mod grpc;
 mod listener;
@@ -17,7 +18,8 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
 use remsim_daemon::LogFormat;
-use rspro::keepalive::parse_duration;
+use remsim_daemon::listen::{Limit, Policy};
+use remsim_daemon::parse_duration;
 use rspro::{ComponentType, Identity};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -52,6 +54,12 @@ struct Args {
     db_sync: DbSync,
     #[command(flatten)]
     keepalive: remsim_daemon::KeepaliveArgs,
+    /// RSPRO connections held at once; more are closed as they come (logged).
+    #[arg(long, env = "REMSIM_MAX_CONNECTIONS", default_value_t = 16384)]
+    max_connections: usize,
+    /// Management API connections held at once; more are closed as they come.
+    #[arg(long, env = "REMSIM_API_MAX_CONNECTIONS", default_value_t = 1024)]
+    api_max_connections: usize,
     /// How long the holder of a bank or client identity has to answer a PING
     /// when a second connection claims the same identity.
     #[arg(long, env = "REMSIM_PROBE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
@@ -91,6 +99,7 @@ fn identity() -> Identity {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     remsim_daemon::init_logging(&args.log_level, args.log_format)?;
+    remsim_daemon::listen::raise_open_files_limit();
 
     let store = store::Store::open(&args.db, matches!(args.db_sync, DbSync::Full)).await?;
     let loaded = store.load().await?;
@@ -121,9 +130,10 @@ async fn main() -> anyhow::Result<()> {
     let keepalive = args.keepalive.config();
     let listener_task = tokio::spawn(listener::serve(
         rspro,
+        Policy::new("rspro", args.max_connections),
         inbox_tx.clone(),
         keepalive,
-        shutdown_rx.clone(),
+        shutdown_rx.clone().into(),
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -145,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     drop(inbox_tx);
 
     let incoming =
-        tonic::transport::server::TcpIncoming::from(api_listener).with_nodelay(Some(true));
+        api_listener::Limited::incoming(api_listener, Limit::new(args.api_max_connections), "api");
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .accept_http1(true)
@@ -153,9 +163,8 @@ async fn main() -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // TCP_NODELAY on each accepted socket: the builder's tcp_nodelay
-        // applies only to listeners tonic binds itself, and without it
-        // every answer waits ~40 ms for the caller's delayed ACK.
+        // Limited sets TCP_NODELAY on each accepted socket: the builder's
+        // tcp_nodelay applies only to listeners tonic binds itself.
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_shutdown.changed().await;
         });

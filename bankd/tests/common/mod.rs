@@ -83,7 +83,7 @@ fn log_file() -> Stdio {
 }
 
 pub struct Bankd {
-    _child: Proc,
+    pub child: Proc,
     pub port: u16,
 }
 
@@ -100,7 +100,7 @@ impl Bankd {
             .spawn()
             .expect("remsim-bankd starts");
         let bankd = Bankd {
-            _child: Proc(child),
+            child: Proc(child),
             port,
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");

@@ -150,21 +150,13 @@ impl Server {
         self.child.0.wait().expect("reaped");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// SIGTERM and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.0.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.0.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(start.elapsed() < GUARD, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.terminate()
     }
 }
 

@@ -1,0 +1,344 @@
+//! The accept side of every remsim port, one policy for all: a connection
+//! limit (a peer over it is closed at once, with a log line when the limit
+//! is reached), back-off when accept fails for want of resources (EMFILE),
+//! a tracing span per connection, and shutdown: stop accepting, tell every
+//! connection, then wait for them to end within a bound.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::{Instrument, info, info_span, warn};
+
+/// How long a shutdown waits for connections to end by default.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(3);
+
+/// Back-off after an accept error: from the first to the last, doubling.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_LAST: Duration = Duration::from_secs(1);
+
+/// The policy of one port.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// What the port is, for logs ("rspro", "clients", "api").
+    pub port: &'static str,
+    /// Connections held at once; more are closed as they come.
+    pub max_connections: usize,
+    /// How long shutdown waits for open connections to end.
+    pub drain: Duration,
+}
+
+impl Policy {
+    pub fn new(port: &'static str, max_connections: usize) -> Self {
+        Policy {
+            port,
+            max_connections: max_connections.max(1),
+            drain: DRAIN_BOUND,
+        }
+    }
+}
+
+/// Tells every task of a program that it is shutting down.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl From<watch::Receiver<bool>> for Shutdown {
+    fn from(rx: watch::Receiver<bool>) -> Self {
+        Shutdown(rx)
+    }
+}
+
+impl Shutdown {
+    /// A trigger and the signal it sends.
+    pub fn channel() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown is asked for (or its trigger is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|down| *down).await;
+    }
+}
+
+/// Counts a port's connections against its limit. A clone shares the count.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// Set while connections are being refused, so the log says it once.
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Limit {
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Limit {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            full: Arc::default(),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
+    /// A place for one more connection, or None (logged when the port
+    /// becomes full, and when it has room again).
+    pub fn admit(&self, port: &str, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                if self.full.swap(false, Ordering::Relaxed) {
+                    info!(port, max = self.max, "connection limit: accepting again");
+                }
+                Some(permit)
+            }
+            Err(_) => {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    warn!(port, max = self.max, %peer, "connection limit reached; closing new connections until some end");
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits until every connection has ended, at most `bound`; returns
+    /// how many are still open then.
+    pub async fn drained(&self, bound: Duration) -> usize {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        match tokio::time::timeout(bound, self.permits.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => self.open(),
+        }
+    }
+}
+
+/// What a connection's handler gets besides the socket.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub shutdown: Shutdown,
+}
+
+/// Accepts on `listener` until `shutdown`, runs `handler` for each
+/// connection in its own task and span, and returns once the connections
+/// have ended or the drain bound passed; the result is how many were
+/// still open then.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    policy: Policy,
+    mut shutdown: Shutdown,
+    handler: H,
+) -> usize
+where
+    H: Fn(Accepted) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let limit = Limit::new(policy.max_connections);
+    let mut backoff = Backoff::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.reset();
+                // Over the limit the socket is dropped here: the peer sees
+                // the close at once instead of hanging in the backlog.
+                let Some(permit) = limit.admit(policy.port, peer) else {
+                    continue;
+                };
+                let span = info_span!("conn", port = policy.port, %peer);
+                let task = handler(Accepted {
+                    stream,
+                    peer,
+                    shutdown: shutdown.clone(),
+                });
+                tokio::spawn(
+                    async move {
+                        task.await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                if let Some(pause) = backoff.on_error(&e) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.wait() => break,
+                    }
+                }
+            }
+        }
+    }
+    let left = limit.drained(policy.drain).await;
+    if left > 0 {
+        warn!(port = policy.port, left, bound = ?policy.drain, "connections still open after the shutdown bound");
+    }
+    left
+}
+
+/// The pause after a failed accept. Errors about one connection (reset
+/// before it was taken, say) cost nothing; running out of descriptors or
+/// memory would otherwise spin the loop, so those wait, doubling, and are
+/// logged once per run of failures.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.next = None;
+    }
+
+    pub fn on_error(&mut self, e: &io::Error) -> Option<Duration> {
+        if !exhausts_resources(e) {
+            return None;
+        }
+        let pause = match self.next {
+            None => {
+                warn!(error = %e, "accept failed; backing off until it works again");
+                BACKOFF_FIRST
+            }
+            Some(pause) => pause,
+        };
+        self.next = Some((pause * 2).min(BACKOFF_LAST));
+        Some(pause)
+    }
+}
+
+fn exhausts_resources(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Raises the soft limit on open files to the hard one: a server holding
+/// thousands of connections needs more than the usual 1,024.
+pub fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => tracing::debug!(open_files = now, "open files limit"),
+        Err(e) => warn!(error = %e, "could not raise the open files limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(24)
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets_on_success() {
+        let mut b = Backoff::default();
+        let pauses: Vec<_> = (0..10).map(|_| b.on_error(&emfile())).collect();
+        assert_eq!(pauses[0], Some(BACKOFF_FIRST));
+        assert_eq!(pauses[1], Some(BACKOFF_FIRST * 2));
+        assert_eq!(pauses[9], Some(BACKOFF_LAST));
+        b.reset();
+        assert_eq!(b.on_error(&emfile()), Some(BACKOFF_FIRST));
+    }
+
+    #[test]
+    fn errors_about_one_connection_cost_no_pause() {
+        let mut b = Backoff::default();
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(b.on_error(&aborted), None);
+        assert_eq!(
+            b.on_error(&io::Error::from_raw_os_error(23)),
+            Some(BACKOFF_FIRST)
+        );
+    }
+
+    /// Reads until EOF; true if the server closed without sending.
+    async fn closed_at_once(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await,
+            Ok(Ok(0))
+        )
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_a_peer_is_closed_and_a_freed_place_is_taken_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (trigger, shutdown) = Shutdown::channel();
+        let (events_tx, mut events) = tokio::sync::mpsc::channel::<&str>(8);
+        // Each handler holds its connection until the peer closes it.
+        let server = tokio::spawn(serve(
+            listener,
+            Policy {
+                drain: Duration::from_millis(100),
+                ..Policy::new("test", 2)
+            },
+            shutdown,
+            move |mut a: Accepted| {
+                let events = events_tx.clone();
+                async move {
+                    let _ = events.send("started").await;
+                    let mut buf = [0u8; 16];
+                    while matches!(a.stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    let _ = events.send("ended").await;
+                }
+            },
+        ));
+        let first = TcpStream::connect(addr).await.expect("connect");
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        assert!(closed_at_once(&mut third).await, "third over a limit of 2");
+        assert_eq!(events.recv().await, Some("started"));
+        assert_eq!(events.recv().await, Some("started"));
+        drop(first);
+        assert_eq!(events.recv().await, Some("ended"));
+        let _fourth = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(events.recv().await, Some("started"), "the fourth is taken");
+        trigger.send(true).expect("shutdown");
+        // The handlers ignore shutdown: the second and the fourth are left.
+        assert_eq!(server.await.expect("serve"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_connections_that_end_on_the_signal() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (trigger, shutdown) = Shutdown::channel();
+        let (started_tx, mut started) = tokio::sync::mpsc::channel::<()>(8);
+        let server = tokio::spawn(serve(
+            listener,
+            Policy::new("test", 8),
+            shutdown,
+            move |mut a: Accepted| {
+                let started = started_tx.clone();
+                async move {
+                    let _ = started.send(()).await;
+                    a.shutdown.wait().await;
+                    // Some work after the signal, under the bound.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        ));
+        let _a = TcpStream::connect(addr).await.expect("connect");
+        let _b = TcpStream::connect(addr).await.expect("connect");
+        started.recv().await.expect("first");
+        started.recv().await.expect("second");
+        trigger.send(true).expect("shutdown");
+        assert_eq!(server.await.expect("serve"), 0);
+    }
+}

@@ -1,0 +1,101 @@
+//! The connection policy on the RSPRO port, against the real server:
+//! thousands of idle connections cost bounded memory and never stop
+//! others being served; over the connection limit peers are closed at once.
+
+mod common;
+
+use common::*;
+use rspro::ClientSlot;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Resident memory of a process, in kB (/proc/PID/status VmRSS).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connects and waits for the server's first PING: the connection is
+/// accepted and set up when that arrives.
+async fn idle_connection(server: &Server) -> TcpStream {
+    let mut stream = timeout(GUARD, TcpStream::connect(server.rspro))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut ping = [0u8; 4];
+    timeout(GUARD, stream.read_exact(&mut ping))
+        .await
+        .expect("PING in time")
+        .expect("PING");
+    assert_eq!(ping, [0, 1, 0xfe, 0], "IPA PING");
+    stream
+}
+
+#[tokio::test]
+async fn five_thousand_idle_connections_cost_bounded_memory_and_others_are_served() {
+    const IDLE: usize = 5000;
+    remsim_daemon::listen::raise_open_files_limit();
+    let dir = TempDir::new("idle");
+    let hour = ["--identify-timeout", "1h", "--keepalive-interval", "1h"];
+    let server = Server::start_with(&dir.path("db"), &hour).await;
+    // A first connection warms up what every connection shares.
+    let warm = idle_connection(&server).await;
+    let before = rss_kb(server.pid());
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(idle_connection(&server).await);
+    }
+    let after = rss_kb(server.pid());
+    let per_connection = (after.saturating_sub(before)) * 1024 / IDLE as u64;
+    eprintln!(
+        "{IDLE} idle RSPRO connections: {before} kB -> {after} kB, {per_connection} bytes each"
+    );
+    assert!(
+        per_connection < 32 * 1024,
+        "{per_connection} bytes per idle connection"
+    );
+    // Everyone else is still served: a bankd, a client, the API.
+    let _bank = bankd(&server, 1, 8).await;
+    let _client = client(&server, ClientSlot::new(23, 0)).await;
+    let mut api = server.api().await;
+    api.create_slotmap(remsim_api::v1::CreateSlotmapRequest::new((1, 0), (23, 0)))
+        .await
+        .expect("map created");
+    assert_eq!(slotmaps(&mut api).await.len(), 1);
+    drop((warm, idle));
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_peers_are_closed_and_it_is_logged() {
+    let dir = TempDir::new("limit");
+    let server = Server::start_with(&dir.path("db"), &["--max-connections", "3"]).await;
+    let held = [
+        idle_connection(&server).await,
+        idle_connection(&server).await,
+        idle_connection(&server).await,
+    ];
+    let mut over = TcpStream::connect(server.rspro).await.expect("connect");
+    let mut buf = [0u8; 4];
+    let read = timeout(GUARD, over.read(&mut buf)).await.expect("in time");
+    assert!(matches!(read, Ok(0)), "closed without a PING: {read:?}");
+    let log = std::fs::read_to_string(dir.path("db").with_extension("log")).expect("log");
+    assert!(log.contains("connection limit reached"), "{log}");
+    // A place freed is taken again.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let mut next = TcpStream::connect(server.rspro).await.expect("connect");
+        let mut ping = [0u8; 4];
+        if let Ok(Ok(4)) = timeout(GUARD, next.read(&mut ping)).await {
+            break;
+        }
+        // The server may not have seen the old ones close yet.
+        assert!(tokio::time::Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
