@@ -22,6 +22,10 @@ use crate::types::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 /// reading (and so answering PINGs): an application must keep up.
 const EVENT_QUEUE: usize = 1024;
 
+/// PDUs the application may queue for sending; a link that cannot keep up
+/// refuses more (its sends are bounded, so a full queue means a stuck peer).
+const COMMAND_QUEUE: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct ClientLinkConfig {
     /// `host:port` of the peer.
@@ -58,14 +62,12 @@ pub enum ClientLinkEvent {
     Stopped { reason: String },
 }
 
-enum Command {
-    Send(RsproPdu),
-    SetConnectReq(RsproPdu),
-}
-
 /// Handle to a running client link; dropping it stops the link.
 pub struct ClientLink {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<RsproPdu>,
+    /// The Connect*Req for the next connect: a value, not a message, so
+    /// that the latest one always wins and none can be lost.
+    connect_req: watch::Sender<RsproPdu>,
     events: mpsc::Receiver<ClientLinkEvent>,
     state: watch::Receiver<ClientState>,
 }
@@ -73,12 +75,14 @@ pub struct ClientLink {
 impl ClientLink {
     /// Starts connecting at once.
     pub fn spawn(config: ClientLinkConfig) -> Self {
-        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (connect_req, connect_req_rx) = watch::channel(config.connect_req.clone());
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (state_tx, state) = watch::channel(ClientState::Init);
-        tokio::spawn(run(config, command_rx, event_tx, state_tx));
+        tokio::spawn(run(config, command_rx, connect_req_rx, event_tx, state_tx));
         ClientLink {
             commands,
+            connect_req,
             events,
             state,
         }
@@ -89,19 +93,20 @@ impl ClientLink {
     }
 
     /// Queues a PDU. As in the C suite, sending is only possible while
-    /// CONNECTED; otherwise the PDU is refused.
+    /// CONNECTED; otherwise the PDU is refused, as it is when the queue is full.
     pub fn send(&self, pdu: RsproPdu) -> Result<(), LinkError> {
         if self.state() != ClientState::Connected {
             return Err(LinkError::NotConnected);
         }
-        self.commands
-            .send(Command::Send(pdu))
-            .map_err(|_| LinkError::NotConnected)
+        self.commands.try_send(pdu).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LinkError::QueueFull(COMMAND_QUEUE),
+            mpsc::error::TrySendError::Closed(_) => LinkError::NotConnected,
+        })
     }
 
     /// Replaces the Connect*Req used from the next connect on.
     pub fn set_connect_req(&self, pdu: RsproPdu) {
-        let _ = self.commands.send(Command::SetConnectReq(pdu));
+        self.connect_req.send_replace(pdu);
     }
 
     /// The next event; `None` once the link task has ended.
@@ -134,11 +139,13 @@ struct Driver {
     peer: Option<Identity>,
     result: ResultCode,
     events: mpsc::Sender<ClientLinkEvent>,
+    connect_req: watch::Receiver<RsproPdu>,
 }
 
 async fn run(
     config: ClientLinkConfig,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::Receiver<RsproPdu>,
+    connect_req: watch::Receiver<RsproPdu>,
     events: mpsc::Sender<ClientLinkEvent>,
     state: watch::Sender<ClientState>,
 ) {
@@ -150,6 +157,7 @@ async fn run(
         peer: None,
         result: ResultCode::Ok,
         events,
+        connect_req,
     };
     let mut next = Some(ClientEvent::Establish);
     loop {
@@ -184,13 +192,9 @@ async fn run(
             },
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::SetConnectReq(pdu)) => {
-                    d.config.connect_req = pdu;
-                    None
-                }
                 // Queued while connected, the link may have changed since.
-                Some(Command::Send(pdu)) if d.fsm.state() == ClientState::Connected => d.send(&pdu).await,
-                Some(Command::Send(pdu)) => {
+                Some(pdu) if d.fsm.state() == ClientState::Connected => d.send(&pdu).await,
+                Some(pdu) => {
                     warn!(peer = %d.config.peer, msg = pdu.msg.asn_name(), "link not connected; PDU dropped");
                     None
                 }
@@ -213,7 +217,7 @@ impl Driver {
                     self.connecting = Some(Box::pin(TcpStream::connect(self.config.peer.clone())));
                 }
                 ClientAction::SendConnectReq => {
-                    let req = self.config.connect_req.clone();
+                    let req = self.connect_req.borrow().clone();
                     if let Some(event) = self.send(&req).await {
                         return Some(event);
                     }

@@ -127,6 +127,8 @@ pub enum LinkError {
     Backpressure(usize),
     #[error("peer read nothing for {0:?}: send abandoned")]
     SendTimeout(Duration),
+    #[error("{0} PDUs already wait to be sent: the peer does not keep up")]
+    QueueFull(usize),
 }
 
 impl From<std::io::Error> for LinkError {

@@ -32,7 +32,7 @@ struct Driver {
     fsm: MainFsm,
     server: ClientLink,
     bankd: Option<(ClientLink, SocketAddr)>,
-    frontend: mpsc::UnboundedSender<FrontendCmd>,
+    frontend: mpsc::Sender<FrontendCmd>,
 }
 
 fn link_config(
@@ -66,8 +66,8 @@ async fn bankd_event(bankd: &mut Option<(ClientLink, SocketAddr)>) -> Option<Cli
 /// Runs until the frontend reports the modem gone.
 pub async fn run(
     config: Config,
-    frontend: mpsc::UnboundedSender<FrontendCmd>,
-    mut modem: mpsc::UnboundedReceiver<ModemEvent>,
+    frontend: mpsc::Sender<FrontendCmd>,
+    mut modem: mpsc::Receiver<ModemEvent>,
 ) {
     let server = ClientLink::spawn(link_config(
         &config,
@@ -210,8 +210,14 @@ impl Driver {
                         link.set_connect_req(pdu);
                     }
                 }
+                // Not awaited: the frontend may itself wait on this loop.
                 Output::Frontend(cmd) => {
-                    let _ = self.frontend.send(cmd);
+                    if let Err(mpsc::error::TrySendError::Full(cmd)) = self.frontend.try_send(cmd) {
+                        warn!(
+                            ?cmd,
+                            "frontend queue full: the modem side is stuck; command dropped"
+                        );
+                    }
                 }
                 Output::Script(cause) => {
                     if let Some(script) = &self.config.event_script {

@@ -19,7 +19,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use remsim_daemon::LogFormat;
 use remsim_daemon::parse_duration;
 use rspro::{ClientSlot, ComponentType, Identity};
-use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 #[derive(Subcommand)]
 enum Frontend {
@@ -176,6 +176,9 @@ fn parse_atr(text: &str) -> Result<Atr, String> {
         })
 }
 
+/// How long each step of a shutdown may take.
+const STOP_BOUND: Duration = Duration::from_secs(2);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -196,8 +199,7 @@ async fn main() -> anyhow::Result<()> {
         keepalive: args.keepalive.config(),
     };
     let mut config = config;
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let ((cmd_tx, event_rx), (cmd_rx, event_tx)) = frontend::channels();
     let frontend = match args.frontend {
         Frontend::Shell => tokio::spawn(shell::run(cmd_rx, event_tx)),
         Frontend::Vpcd { vpcd, apdu_timeout } => {
@@ -242,8 +244,27 @@ async fn main() -> anyhow::Result<()> {
             ))
         }
     };
-    driver::run(config, cmd_tx, event_rx).await;
-    frontend.abort();
+    let core = cmd_tx.clone();
+    tokio::select! {
+        () = driver::run(config, core, event_rx) => {
+            frontend.abort();
+            return Ok(());
+        }
+        signal = remsim_daemon::shutdown_signal() => signal?,
+    }
+    // The links ended with the driver. The frontend hears that the card is
+    // gone (vpcd: its socket closes; SIMtrace2: card removed), then ends
+    // as its queue closes.
+    info!("shutting down");
+    let told = cmd_tx.send_timeout(frontend::FrontendCmd::CardInsert(false), STOP_BOUND);
+    if told.await.is_err() {
+        warn!("the frontend did not take the card removal");
+    }
+    drop(cmd_tx);
+    if tokio::time::timeout(STOP_BOUND, frontend).await.is_err() {
+        warn!(bound = ?STOP_BOUND, "the frontend did not end in time");
+    }
+    info!("stopped");
     Ok(())
 }
 

@@ -71,10 +71,7 @@ impl Waiting {
     }
 }
 
-pub async fn run(
-    mut commands: mpsc::UnboundedReceiver<FrontendCmd>,
-    events: mpsc::UnboundedSender<ModemEvent>,
-) {
+pub async fn run(mut commands: mpsc::Receiver<FrontendCmd>, events: mpsc::Sender<ModemEvent>) {
     let input = tokio::spawn(read_stdin(events.clone()));
     let mut waiting = Waiting::default();
     while let Some(cmd) = commands.recv().await {
@@ -82,7 +79,7 @@ pub async fn run(
             FrontendCmd::SetAtr(atr) => {
                 // A card is presented: what waited for one goes now.
                 for apdu in waiting.release() {
-                    let _ = events.send(ModemEvent::Tpdu(apdu));
+                    let _ = events.send(ModemEvent::Tpdu(apdu)).await;
                 }
                 format!("SET_ATR: {}", format_bytes(&atr))
             }
@@ -110,26 +107,27 @@ pub async fn run(
     input.abort();
 }
 
-async fn read_stdin(events: mpsc::UnboundedSender<ModemEvent>) {
+async fn read_stdin(events: mpsc::Sender<ModemEvent>) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
-                let delivered = match parse_line(&line) {
-                    Some(Ok(batch)) => batch.into_iter().all(|event| events.send(event).is_ok()),
-                    Some(Err(message)) => {
-                        eprintln!("{message}");
-                        true
+                // A full queue pauses reading stdin until the core catches up.
+                match parse_line(&line) {
+                    Some(Ok(batch)) => {
+                        for event in batch {
+                            if events.send(event).await.is_err() {
+                                return;
+                            }
+                        }
                     }
-                    None => true,
-                };
-                if !delivered {
-                    return;
+                    Some(Err(message)) => eprintln!("{message}"),
+                    None => {}
                 }
             }
             Ok(None) | Err(_) => {
                 eprintln!("STDIN was closed, terminating");
-                let _ = events.send(ModemEvent::Gone);
+                let _ = events.send(ModemEvent::Gone).await;
                 return;
             }
         }

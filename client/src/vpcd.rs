@@ -65,8 +65,8 @@ async fn next_message(card: &mut Option<Card>) -> Option<Vec<u8>> {
 
 pub async fn run(
     config: VpcdConfig,
-    mut commands: mpsc::UnboundedReceiver<FrontendCmd>,
-    events: mpsc::UnboundedSender<ModemEvent>,
+    mut commands: mpsc::Receiver<FrontendCmd>,
+    events: mpsc::Sender<ModemEvent>,
 ) {
     let mut atr: Vec<u8> = vec![0x3B, 0x00];
     let mut inserted = false;
@@ -120,16 +120,16 @@ pub async fn run(
                 let result = match parse_request(&payload) {
                     Ok(Request::GetAtr) => c.answer(&atr).await,
                     Ok(Request::PowerOn) => {
-                        let _ = events.send(ModemEvent::Status(power_on()));
+                        let _ = events.send(ModemEvent::Status(power_on())).await;
                         Ok(())
                     }
                     Ok(Request::PowerOff) => {
-                        let _ = events.send(ModemEvent::Status(power_off()));
+                        let _ = events.send(ModemEvent::Status(power_off())).await;
                         Ok(())
                     }
                     Ok(Request::Reset) => {
-                        let _ = events.send(ModemEvent::Status(reset_asserted()));
-                        let _ = events.send(ModemEvent::Status(power_on()));
+                        let _ = events.send(ModemEvent::Status(reset_asserted())).await;
+                        let _ = events.send(ModemEvent::Status(power_on())).await;
                         Ok(())
                     }
                     Ok(Request::Unknown(code)) => {
@@ -139,7 +139,7 @@ pub async fn run(
                     Ok(Request::Apdu(apdu)) if !TPDU_LEN.contains(&apdu.len()) => c.answer(&[0x67, 0x00]).await,
                     Ok(Request::Apdu(apdu)) => {
                         pending = Some(Instant::now() + config.apdu_timeout);
-                        let _ = events.send(ModemEvent::Tpdu(apdu.to_vec()));
+                        let _ = events.send(ModemEvent::Tpdu(apdu.to_vec())).await;
                         Ok(())
                     }
                     Err(e) => Err(e),

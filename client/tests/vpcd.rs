@@ -2,7 +2,8 @@
 //! namespace run pcscd (vsmartcard vpcd driver), our server, our bankd with
 //! soft SIMs and `remsim-client vpcd`; a PC/SC application (the `pcsc`
 //! crate) then reads the remote card's ICCID and IMSI through the local
-//! "Virtual PCD 00 00" reader. Needs root and pcscd, vsmartcard-vpcd,
+//! "Virtual PCD 00 00" reader, and sees the card go when the client stops
+//! on SIGTERM. Needs root and pcscd, vsmartcard-vpcd,
 //! iproute2 (`.ci/run` installs them).
 
 use std::ffi::CString;
@@ -46,7 +47,7 @@ fn inside_namespace() {
     // Default ports: this test has its own network namespace.
     let _server = start_server(&dir.join("remsim.db"), 9998, 9997, &[]);
     let _bankd = start_soft_bankd(9998, 1, 2, 9999, &[]);
-    let _client = spawn_quiet(
+    let mut client = spawn_quiet(
         Path::new(env!("CARGO_BIN_EXE_remsim-client")),
         &["-i", "127.0.0.1", "-c", "23", "-n", "0", "vpcd"],
     );
@@ -103,6 +104,19 @@ fn inside_namespace() {
         delayed < 20,
         "{delayed} delayed ACKs in 100 APDUs: the exchanges wait for them"
     );
+
+    // SIGTERM: the client ends its links, takes its card out of vpcd and
+    // exits 0; PC/SC applications see the card gone.
+    drop(card);
+    let status = client.terminate();
+    assert!(status.success(), "remsim-client exit status {status}");
+    until("the card gone from the local reader", || {
+        let ctx = Context::establish(Scope::User).ok()?;
+        let gone = ctx
+            .connect(&reader, ShareMode::Shared, Protocols::T0 | Protocols::T1)
+            .is_err();
+        gone.then_some(())
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -21,10 +21,17 @@ use engine::{Engine, Out};
 use proto::{HostMsg, decode_device};
 use transport::{Inbound, Transport};
 
-fn send(out: &std::sync::mpsc::Sender<Vec<u8>>, msg: &HostMsg) {
+fn send(out: &std::sync::mpsc::SyncSender<Vec<u8>>, msg: &HostMsg) {
+    use std::sync::mpsc::TrySendError;
     match msg.encode() {
-        // A closed queue shows up as a transport error on the inbound side.
-        Ok(bytes) => drop(out.send(bytes)),
+        Ok(bytes) => match out.try_send(bytes) {
+            Ok(()) => {}
+            // A closed queue shows up as a transport error on the inbound side.
+            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                warn!("USB OUT queue full: the card emulator takes no data; message dropped")
+            }
+        },
         Err(e) => warn!(error = %e, "message not sent"),
     }
 }
@@ -33,8 +40,8 @@ fn send(out: &std::sync::mpsc::Sender<Vec<u8>>, msg: &HostMsg) {
 pub async fn run(
     transport: Arc<dyn Transport>,
     presence_high: Option<bool>,
-    mut commands: mpsc::UnboundedReceiver<FrontendCmd>,
-    events: mpsc::UnboundedSender<ModemEvent>,
+    mut commands: mpsc::Receiver<FrontendCmd>,
+    events: mpsc::Sender<ModemEvent>,
 ) {
     let (mut inbound, outbound) = transport::spawn(transport);
     let mut engine = Engine::default();
@@ -48,7 +55,7 @@ pub async fn run(
                     Some(Ok(Inbound::Bulk(b) | Inbound::Irq(b))) => b,
                     Some(Err(e)) => {
                         error!(error = %e, "card emulator lost");
-                        let _ = events.send(ModemEvent::Gone);
+                        let _ = events.send(ModemEvent::Gone).await;
                         return;
                     }
                     None => return,
@@ -65,7 +72,7 @@ pub async fn run(
                         match out {
                             Out::ToDevice(m) => send(&outbound, &m),
                             Out::ToCore(e) => {
-                                let _ = events.send(e);
+                                let _ = events.send(e).await;
                             }
                         }
                     }
@@ -96,7 +103,7 @@ mod tests {
         hex::decode(s.replace([' ', '|'], "")).expect("hex")
     }
 
-    async fn event(events: &mut mpsc::UnboundedReceiver<ModemEvent>) -> ModemEvent {
+    async fn event(events: &mut mpsc::Receiver<ModemEvent>) -> ModemEvent {
         tokio::time::timeout(WAIT, events.recv())
             .await
             .expect("event in time")
@@ -117,8 +124,7 @@ mod tests {
     #[tokio::test]
     async fn frontend_drives_the_card_emulator() {
         let fake = Arc::new(FakeCardem::new());
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (event_tx, mut events) = mpsc::unbounded_channel();
+        let ((cmd_tx, mut events), (cmd_rx, event_tx)) = crate::frontend::channels();
         let task = tokio::spawn(run(fake.clone(), Some(true), cmd_rx, event_tx));
         until("CONFIG", || !fake.host_messages().is_empty()).await;
         assert_eq!(
@@ -132,7 +138,7 @@ mod tests {
             FrontendCmd::CardInsert(true),
             FrontendCmd::ModemReset,
         ] {
-            cmd_tx.send(cmd).expect("frontend alive");
+            cmd_tx.try_send(cmd).expect("frontend alive");
         }
         until("the OPERATIONAL sequence", || {
             fake.host_messages().len() == 5
@@ -166,7 +172,9 @@ mod tests {
             event(&mut events).await,
             ModemEvent::Tpdu(h("a0a40000023f00"))
         );
-        cmd_tx.send(FrontendCmd::Tpdu(h("9f17"))).expect("alive");
+        cmd_tx
+            .try_send(FrontendCmd::Tpdu(h("9f17")))
+            .expect("alive");
         until("the SW", || fake.host_messages().len() == 7).await;
         assert_eq!(fake.take_line(), h("a4 9f17"));
 
@@ -174,7 +182,7 @@ mod tests {
         fake.modem_header(&h("a0c0000004"), None);
         assert_eq!(event(&mut events).await, ModemEvent::Tpdu(h("a0c0000004")));
         cmd_tx
-            .send(FrontendCmd::Tpdu(h("0102030490 00")))
+            .try_send(FrontendCmd::Tpdu(h("0102030490 00")))
             .expect("alive");
         until("the data and the SW", || fake.host_messages().len() == 9).await;
         assert_eq!(fake.take_line(), h("c0 01020304 9000"));
@@ -185,7 +193,9 @@ mod tests {
             event(&mut events).await,
             ModemEvent::Tpdu(h("00d60000021122"))
         );
-        cmd_tx.send(FrontendCmd::Tpdu(h("9000"))).expect("alive");
+        cmd_tx
+            .try_send(FrontendCmd::Tpdu(h("9000")))
+            .expect("alive");
         until("the SW", || fake.host_messages().len() == 11).await;
         assert_eq!(fake.take_line(), h("d6 9000"));
 
@@ -195,11 +205,15 @@ mod tests {
         fake.status(STATUS_VCC_PRESENT_FLAGS | STATUS_RESET_ACTIVE);
         assert!(matches!(event(&mut events).await, ModemEvent::Status(s) if s.reset_active));
         cmd_tx
-            .send(FrontendCmd::Tpdu(h("aabb9000")))
+            .try_send(FrontendCmd::Tpdu(h("aabb9000")))
             .expect("alive");
         // Leaving OPERATIONAL: card out, SIM local; later TX_DATA is dropped by the device.
-        cmd_tx.send(FrontendCmd::CardInsert(false)).expect("alive");
-        cmd_tx.send(FrontendCmd::SimRemote(false)).expect("alive");
+        cmd_tx
+            .try_send(FrontendCmd::CardInsert(false))
+            .expect("alive");
+        cmd_tx
+            .try_send(FrontendCmd::SimRemote(false))
+            .expect("alive");
         until("card removal", || fake.host_messages().len() == 13).await;
         assert_eq!(
             fake.host_messages()[11..],
@@ -255,8 +269,7 @@ mod tests {
         .expect("endpoint");
 
         let fake = Arc::new(FakeCardem::new());
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let ((cmd_tx, event_rx), (cmd_rx, event_tx)) = crate::frontend::channels();
         tokio::spawn(run(fake.clone(), None, cmd_rx, event_tx));
         let config = crate::driver::Config {
             server: format!("127.0.0.1:{rspro}"),

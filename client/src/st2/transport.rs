@@ -30,15 +30,19 @@ type Reader = (
     fn(Vec<u8>) -> Inbound,
 );
 
+/// Transfers that may wait in each direction; a full inbound queue pauses
+/// the reads (they block without a timeout, so nothing is lost).
+const QUEUE: usize = 64;
+
 /// Starts the reader and writer threads: returns the inbound stream (ending
 /// with the first error) and the outbound queue.
 pub fn spawn(
     transport: Arc<dyn Transport>,
 ) -> (
-    mpsc::UnboundedReceiver<io::Result<Inbound>>,
-    std_mpsc::Sender<Vec<u8>>,
+    mpsc::Receiver<io::Result<Inbound>>,
+    std_mpsc::SyncSender<Vec<u8>>,
 ) {
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(QUEUE);
     let readers: [Reader; 2] = [
         (|t| t.read_bulk(), Inbound::Bulk),
         (|t| t.read_irq(), Inbound::Irq),
@@ -50,17 +54,17 @@ pub fn spawn(
             loop {
                 let result = read(t.as_ref()).map(wrap);
                 let failed = result.is_err();
-                if tx.send(result).is_err() || failed {
+                if tx.blocking_send(result).is_err() || failed {
                     return;
                 }
             }
         });
     }
-    let (out_tx, out_rx) = std_mpsc::channel::<Vec<u8>>();
+    let (out_tx, out_rx) = std_mpsc::sync_channel::<Vec<u8>>(QUEUE);
     std::thread::spawn(move || {
         while let Ok(msg) = out_rx.recv() {
             if let Err(e) = transport.send(&msg) {
-                let _ = in_tx.send(Err(e));
+                let _ = in_tx.blocking_send(Err(e));
                 return;
             }
         }
