@@ -18,8 +18,6 @@ mod lenient;
 pub mod link;
 pub mod pdu;
 pub mod reconnect;
-#[cfg(feature = "test-support")]
-pub mod testing;
 pub mod types;
 pub mod validate;
 

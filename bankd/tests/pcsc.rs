@@ -9,11 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rspro::testing::pcscd;
+use remsim_testing::pcscd;
+use remsim_vcard::vpcd::{self, Retry};
 use rspro::{BankSlot, ClientSlot, Msg, ResultCode, RsproPdu, SlotPhysStatus};
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;
-use simcard::vpcd::{self, Retry};
 use simcard::{CardProfile, SimCard};
 
 const INNER: &str = "REMSIM_BANKD_PCSC_TEST_INNER";

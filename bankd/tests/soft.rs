@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rspro::testing::{c_frame, c_frames};
+use remsim_testing::{c_frame, c_frames};
 use rspro::{BankSlot, ClientSlot, Msg, ResultCode, RsproPdu, SlotPhysStatus};
 use simcard::CardProfile;
 use simcard::card::default_atr;
@@ -197,7 +197,7 @@ async fn a_client_that_never_reads_is_cut_off_and_others_are_served() {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let stream = socket.connect(bankd.addr()).await.expect("connect");
-    let mut reader = rspro::testing::Peer::from_stream(stream);
+    let mut reader = remsim_testing::Peer::from_stream(stream);
     reader
         .send(&RsproPdu::connect_client_req(client_identity(), Some(C23)))
         .await;
@@ -227,7 +227,7 @@ async fn a_client_that_never_reads_is_cut_off_and_others_are_served() {
             h("9f16")
         );
     }
-    let sent = tokio::time::timeout(rspro::testing::GUARD, flooder)
+    let sent = tokio::time::timeout(remsim_testing::GUARD, flooder)
         .await
         .expect("the flooding client is cut off in time")
         .expect("task");

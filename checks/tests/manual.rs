@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use remsim_checks::{Opt, Table, compare, parse_help, parse_tables};
-use rspro::testing::workspace_binary;
+use remsim_testing::workspace_binary;
 
 /// Every program the manual documents.
 const PROGRAMS: [&str; 6] = [

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use rspro::testing::{GUARD, Peer, Proc, free_port, start_server};
+use remsim_testing::{GUARD, Peer, Proc, free_port, start_server};
 use rspro::{ClientSlot, ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use serde_json::Value;
 

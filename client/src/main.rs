@@ -11,6 +11,7 @@ mod script;
 mod shell;
 mod st2;
 mod vpcd;
+mod vpcd_core;
 
 use std::time::Duration;
 

@@ -1,13 +1,14 @@
 //! The vpcd frontend: the remote card appears as a local PC/SC card through
-//! vsmartcard-vpcd. The client connects to vpcd (as a virtual card) only
-//! while the main state machine has a card inserted, answers GET ATR with
-//! the current ATR, turns power off/on/reset into ClientSlotStatusInd, and
-//! forwards APDUs to the bankd (spec vpcd.md §7).
+//! vsmartcard-vpcd (spec vpcd.md §7). This is the tokio driver around
+//! `vpcd_core`, which holds the logic: the driver owns the socket to vpcd
+//! (connecting, reading whole messages with TCP_QUICKACK re-armed, writing
+//! framed answers), feeds the core what happens, and carries out what it
+//! asks for.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use rspro::pdu::TPDU_LEN;
-use simcard::vpcd::{Request, frame, parse_request, quickack, read_message};
+use remsim_vcard::vpcd::{frame, quickack, read_message};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -15,7 +16,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
-use crate::frontend::{FrontendCmd, ModemEvent, power_off, power_on, reset_asserted};
+use crate::frontend::{FrontendCmd, ModemEvent};
+use crate::vpcd_core::{Action, CoreConfig, VpcdCore};
 
 #[derive(Debug, Clone)]
 pub struct VpcdConfig {
@@ -36,14 +38,28 @@ async fn reader(mut rd: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
     }
 }
 
+/// A connection to vpcd: while it exists, the card is in vpcd.
 struct Card {
     writer: OwnedWriteHalf,
     messages: mpsc::Receiver<Vec<u8>>,
 }
 
+/// How long a connect to vpcd or a write to it may take: vpcd is local, so
+/// longer means it is stuck, and the card is taken out.
+const IO_BOUND: Duration = Duration::from_secs(2);
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("vpcd {what} took over {IO_BOUND:?}"),
+    )
+}
+
 impl Card {
     async fn connect(addr: &str) -> std::io::Result<Card> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout(IO_BOUND, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out("connect"))??;
         stream.set_nodelay(true)?;
         let (rd, writer) = stream.into_split();
         let (tx, messages) = mpsc::channel(4);
@@ -52,7 +68,10 @@ impl Card {
     }
 
     async fn answer(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        self.writer.write_all(&frame(payload)?).await
+        let framed = frame(payload)?;
+        tokio::time::timeout(IO_BOUND, self.writer.write_all(&framed))
+            .await
+            .map_err(|_| timed_out("write"))?
     }
 }
 
@@ -68,107 +87,71 @@ pub async fn run(
     mut commands: mpsc::Receiver<FrontendCmd>,
     events: mpsc::Sender<ModemEvent>,
 ) {
-    let mut atr: Vec<u8> = vec![0x3B, 0x00];
-    let mut inserted = false;
+    let mut core = VpcdCore::new(CoreConfig {
+        apdu_timeout: config.apdu_timeout,
+        retry: config.retry,
+    });
     let mut card: Option<Card> = None;
-    // An APDU sent to the bank, and until when its answer may take.
-    let mut pending: Option<Instant> = None;
-    let mut next_attempt = Instant::now();
     loop {
-        let want_card = inserted && card.is_none();
-        tokio::select! {
+        let deadline = core.deadline();
+        let actions = tokio::select! {
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return };
-                match cmd {
-                    FrontendCmd::SetAtr(a) if !a.is_empty() => atr = a,
-                    FrontendCmd::CardInsert(true) => {
-                        inserted = true;
-                        next_attempt = Instant::now();
-                    }
-                    FrontendCmd::CardInsert(false) => {
-                        // Closing the socket is how vpcd learns the card is gone.
-                        inserted = false;
-                        card = None;
-                        pending = None;
-                    }
-                    FrontendCmd::Tpdu(response) if pending.is_some() => {
-                        pending = None;
-                        if let Some(c) = card.as_mut()
-                            && c.answer(&response).await.is_err()
-                        {
-                            card = None;
-                        }
-                    }
-                    FrontendCmd::TpduRefused(_) if pending.is_some() => {
-                        pending = None;
-                        if let Some(c) = card.as_mut() {
-                            let _ = c.answer(&[0x6F, 0x00]).await;
-                        }
-                    }
-                    other => debug!(?other, "not for vpcd"),
-                }
+                core.on_command(cmd)
             }
-            message = next_message(&mut card) => {
-                let Some(payload) = message else {
+            message = next_message(&mut card) => match message {
+                Some(payload) => core.on_request(&payload, Instant::now()),
+                None => {
                     info!("vpcd closed the connection");
-                    card = None;
-                    pending = None;
-                    next_attempt = Instant::now() + config.retry;
-                    continue;
-                };
+                    core.on_closed(Instant::now())
+                }
+            },
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                core.on_timeout(Instant::now())
+            }
+        };
+        carry_out(&config, &mut core, &mut card, &events, actions).await;
+    }
+}
+
+/// Does what the core asked for, and whatever that leads to in turn (a
+/// failed write or a connection that must not stay).
+async fn carry_out(
+    config: &VpcdConfig,
+    core: &mut VpcdCore,
+    card: &mut Option<Card>,
+    events: &mpsc::Sender<ModemEvent>,
+    actions: Vec<Action>,
+) {
+    let mut todo = VecDeque::from(actions);
+    while let Some(action) = todo.pop_front() {
+        match action {
+            Action::Answer(payload) => {
                 let Some(c) = card.as_mut() else { continue };
-                let result = match parse_request(&payload) {
-                    Ok(Request::GetAtr) => c.answer(&atr).await,
-                    Ok(Request::PowerOn) => {
-                        let _ = events.send(ModemEvent::Status(power_on())).await;
-                        Ok(())
-                    }
-                    Ok(Request::PowerOff) => {
-                        let _ = events.send(ModemEvent::Status(power_off())).await;
-                        Ok(())
-                    }
-                    Ok(Request::Reset) => {
-                        let _ = events.send(ModemEvent::Status(reset_asserted())).await;
-                        let _ = events.send(ModemEvent::Status(power_on())).await;
-                        Ok(())
-                    }
-                    Ok(Request::Unknown(code)) => {
-                        debug!(code, "unknown vpcd control code");
-                        Ok(())
-                    }
-                    Ok(Request::Apdu(apdu)) if !TPDU_LEN.contains(&apdu.len()) => c.answer(&[0x67, 0x00]).await,
-                    Ok(Request::Apdu(apdu)) => {
-                        pending = Some(Instant::now() + config.apdu_timeout);
-                        let _ = events.send(ModemEvent::Tpdu(apdu.to_vec())).await;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
+                if let Err(e) = c.answer(&payload).await {
                     warn!(error = %e, "vpcd connection failed");
-                    card = None;
-                    pending = None;
+                    todo.extend(core.on_closed(Instant::now()));
                 }
             }
-            _ = sleep_until(pending.unwrap_or_else(Instant::now)), if pending.is_some() => {
-                warn!("no answer from the bank in time; the card is removed");
-                if let Some(c) = card.as_mut() {
-                    let _ = c.answer(&[0x6F, 0x00]).await;
-                }
-                card = None;
-                pending = None;
-                next_attempt = Instant::now() + config.retry;
+            Action::Event(event) => {
+                let _ = events.send(event).await;
             }
-            _ = sleep_until(next_attempt), if want_card => {
-                match Card::connect(&config.addr).await {
-                    Ok(c) => {
-                        info!(addr = %config.addr, "card inserted into vpcd");
-                        card = Some(c);
-                    }
-                    Err(e) => {
-                        debug!(addr = %config.addr, error = %e, "vpcd not reachable");
-                        next_attempt = Instant::now() + config.retry;
-                    }
+            // Connecting holds up everything else, as vpcd is normally local.
+            Action::Connect => match Card::connect(&config.addr).await {
+                Ok(c) => {
+                    info!(addr = %config.addr, "card inserted into vpcd");
+                    *card = Some(c);
+                    todo.extend(core.on_connected());
+                }
+                Err(e) => {
+                    debug!(addr = %config.addr, error = %e, "vpcd not reachable");
+                    core.on_connect_failed(Instant::now());
+                }
+            },
+            // Dropping the writer closes our side; vpcd sees the card go.
+            Action::Disconnect => {
+                if card.take().is_some() {
+                    info!(addr = %config.addr, "card removed from vpcd");
                 }
             }
         }

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use remsim_testing::{GUARD, Peer, c_frame, c_frames};
 use rspro::ipa::Frame;
-use rspro::testing::{GUARD, Peer, c_frame, c_frames};
 use rspro::{ComponentType, IpPort, Msg, Pdu, RsproPdu};
 use tokio::net::TcpListener;
 

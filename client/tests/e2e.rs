@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use rspro::testing::{GUARD, Proc, free_port, start_server, start_soft_bankd};
+use remsim_testing::{GUARD, Proc, free_port, start_server, start_soft_bankd};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pcsc::{Context, Protocols, Scope, ShareMode};
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use rspro::testing::{delayed_acks, pcscd, spawn_quiet, start_server, start_soft_bankd};
+use remsim_testing::{delayed_acks, pcscd, spawn_quiet, start_server, start_soft_bankd};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::{USIM_AID, encode_imsi, swapped_bcd};

@@ -48,6 +48,7 @@ fn status(e: ServiceError) -> Status {
         ServiceError::Api(ApiError::NotFound(m)) => Status::not_found(m),
         ServiceError::Api(ApiError::AlreadyExists(m)) => Status::already_exists(m),
         ServiceError::Store(m) => Status::internal(format!("could not store the change: {m}")),
+        ServiceError::Internal(m) => Status::internal(m),
     }
 }
 

@@ -12,7 +12,9 @@ use rspro::{BankSlot, ClientSlot, RsproPdu};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::engine::{Action, ApiError, Change, ConnId, Engine, MapKey, StoreOp, Timer};
+use crate::engine::{
+    Action, ApiCommand, ApiError, ApiOutcome, Change, ConnId, Engine, MapKey, StoreOp, Timer,
+};
 use crate::store::Store;
 use crate::views;
 
@@ -32,6 +34,9 @@ pub enum ServiceError {
     Api(#[from] ApiError),
     #[error("store: {0}")]
     Store(String),
+    /// A command answered with another kind of outcome: a bug, not input.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
@@ -91,6 +96,17 @@ pub struct Service {
     inbox: mpsc::WeakSender<Request>,
     events: broadcast::Sender<pb::Event>,
     probe_timeout: Duration,
+}
+
+fn slotmap_view(outcome: ApiOutcome) -> Result<pb::Slotmap, ServiceError> {
+    match outcome {
+        ApiOutcome::Slotmap(m) => Ok(views::slotmap(&m)),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(outcome: ApiOutcome) -> ServiceError {
+    ServiceError::Internal(format!("unexpected outcome {outcome:?}"))
 }
 
 fn event(e: pb::event::Event) -> pb::Event {
@@ -159,14 +175,11 @@ impl Service {
                 let _ = reply.send(Ok(banks));
             }
             Request::GetBank(bank_id, reply) => {
-                let result = if self.engine.bank_known(bank_id) {
-                    Ok(views::bank(&self.engine, bank_id))
-                } else {
-                    Err(ApiError::NotFound(format!(
-                        "bank {bank_id} is not known (never connected, no slot maps)"
-                    ))
-                    .into())
-                };
+                let result = self
+                    .engine
+                    .find_bank(bank_id)
+                    .map(|()| views::bank(&self.engine, bank_id))
+                    .map_err(ServiceError::from);
                 let _ = reply.send(result);
             }
             Request::ListClients(reply) => {
@@ -178,12 +191,11 @@ impl Service {
                 let _ = reply.send(Ok(clients));
             }
             Request::GetClient(slot, reply) => {
-                let result = match self.engine.client(slot) {
-                    Some(_) => Ok(views::client(&self.engine, slot)),
-                    None => {
-                        Err(ApiError::NotFound(format!("client {slot} is not connected")).into())
-                    }
-                };
+                let result = self
+                    .engine
+                    .find_client(slot)
+                    .map(|_| views::client(&self.engine, slot))
+                    .map_err(ServiceError::from);
                 let _ = reply.send(result);
             }
             Request::ListSlotmaps(reply) => {
@@ -193,25 +205,37 @@ impl Service {
             Request::GetSlotmap(key, reply) => {
                 let result = self
                     .engine
-                    .check_delete(key)
+                    .find_slotmap(key)
                     .map(|m| views::slotmap(&m))
                     .map_err(ServiceError::from);
                 let _ = reply.send(result);
             }
             Request::CreateSlotmap(bank, client, reply) => {
-                let result = self.create(bank, client).await;
+                let command = ApiCommand::CreateSlotmap(bank, client);
+                let result = self.execute(command).await.and_then(slotmap_view);
                 let _ = reply.send(result);
             }
             Request::DeleteSlotmap(key, reply) => {
-                let result = self.delete(key).await;
+                let command = ApiCommand::DeleteSlotmap(key);
+                let result = self.execute(command).await.and_then(slotmap_view);
                 let _ = reply.send(result);
             }
             Request::ResetAll(reply) => {
-                let result = self.reset_all().await;
+                let result = self
+                    .execute(ApiCommand::ResetAll)
+                    .await
+                    .and_then(|o| match o {
+                        ApiOutcome::Deleted(n) => Ok(n),
+                        other => Err(unexpected(other)),
+                    });
                 let _ = reply.send(result);
             }
             Request::SetBankEndpoint(bank_id, endpoint, reply) => {
-                let result = self.set_endpoint(bank_id, endpoint).await;
+                let command = ApiCommand::SetBankEndpoint(bank_id, endpoint);
+                let result = self.execute(command).await.and_then(|o| match o {
+                    ApiOutcome::Bank(id) => Ok(views::bank(&self.engine, id)),
+                    other => Err(unexpected(other)),
+                });
                 let _ = reply.send(result);
             }
             Request::Watch(snapshot, reply) => {
@@ -256,72 +280,14 @@ impl Service {
         })
     }
 
-    async fn create(
-        &mut self,
-        bank: BankSlot,
-        client: ClientSlot,
-    ) -> Result<pb::Slotmap, ServiceError> {
-        self.engine.check_create(bank, client)?;
-        self.commit(&[StoreOp::InsertMap { bank, client }]).await?;
-        let actions = self.engine.create(bank, client);
+    /// Checks a command, commits its store writes, then applies it: what
+    /// is acknowledged is stored, and what fails to store changes nothing.
+    async fn execute(&mut self, command: ApiCommand) -> Result<ApiOutcome, ServiceError> {
+        let plan = self.engine.plan(command)?;
+        self.commit(&plan.ops).await?;
+        let (outcome, actions) = self.engine.apply(plan);
         self.perform(actions).await;
-        let map = self
-            .engine
-            .slotmap(MapKey::Bank(bank))
-            .map(views::slotmap)
-            .ok_or_else(|| ServiceError::Store("map vanished after create".into()))?;
-        Ok(map)
-    }
-
-    async fn delete(&mut self, key: MapKey) -> Result<pb::Slotmap, ServiceError> {
-        let map = self.engine.check_delete(key)?;
-        self.commit(&[StoreOp::DeleteMap {
-            bank: map.bank,
-            client: map.client,
-        }])
-        .await?;
-        let actions = self.engine.delete(map.bank);
-        self.perform(actions).await;
-        Ok(views::slotmap(&map))
-    }
-
-    async fn reset_all(&mut self) -> Result<u32, ServiceError> {
-        let maps: Vec<_> = self.engine.slotmaps().cloned().collect();
-        let ops: Vec<StoreOp> = maps
-            .iter()
-            .map(|m| StoreOp::DeleteMap {
-                bank: m.bank,
-                client: m.client,
-            })
-            .collect();
-        self.commit(&ops).await?;
-        let actions = maps
-            .iter()
-            .flat_map(|m| self.engine.delete(m.bank))
-            .collect();
-        self.perform(actions).await;
-        Ok(maps.len() as u32)
-    }
-
-    async fn set_endpoint(
-        &mut self,
-        bank_id: u32,
-        endpoint: Option<SocketAddr>,
-    ) -> Result<pb::Bank, ServiceError> {
-        self.engine.check_endpoint(bank_id)?;
-        if let Some(e) = endpoint
-            && !Engine::endpoint_ok(&e)
-        {
-            return Err(ApiError::InvalidArgument(format!(
-                "{e} cannot be reached by clients: give a unicast address and a port other than 0"
-            ))
-            .into());
-        }
-        self.commit(&[StoreOp::SetEndpoint { bank_id, endpoint }])
-            .await?;
-        let actions = self.engine.set_endpoint(bank_id, endpoint);
-        self.perform(actions).await;
-        Ok(views::bank(&self.engine, bank_id))
+        Ok(outcome)
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {

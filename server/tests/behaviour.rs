@@ -751,7 +751,7 @@ async fn a_full_bank_gets_all_its_maps_at_once() {
 /// Counted, not timed.
 #[tokio::test]
 async fn management_calls_do_not_wait_for_delayed_acks() {
-    if !rspro::testing::in_namespace(
+    if !remsim_testing::in_namespace(
         "management_calls_do_not_wait_for_delayed_acks",
         "REMSIM_TEST_NODELAY_INNER",
     ) {
@@ -763,13 +763,13 @@ async fn management_calls_do_not_wait_for_delayed_acks() {
     api.list_banks(pb::ListBanksRequest {})
         .await
         .expect("warm-up");
-    let before = rspro::testing::delayed_acks();
+    let before = remsim_testing::delayed_acks();
     for _ in 0..100 {
         api.list_banks(pb::ListBanksRequest {})
             .await
             .expect("answer");
     }
-    let delayed = rspro::testing::delayed_acks() - before;
+    let delayed = remsim_testing::delayed_acks() - before;
     assert!(
         delayed < 20,
         "{delayed} delayed ACKs in 100 calls: the answers wait for them"

@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use remsim_api::v1 as pb;
+use remsim_testing::{c_frame, c_frames};
 use rspro::ipa::Frame;
-use rspro::testing::{c_frame, c_frames};
 use rspro::{ComponentType, Msg, ResultCode};
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 //! * [`milenage`]: MILENAGE and the USIM side of AKA;
 //! * [`profile`]: a card's identity and keys, from TOML/JSON or generated;
 //! * [`fs`]: the ISO 7816-4 file system built from a profile;
-//! * [`card`]: the card itself, a sans-I/O APDU processor with T=0 semantics;
-//! * [`vpcd`]: the vsmartcard vpcd protocol, to appear in a real pcscd reader.
+//! * [`card`]: the card itself, a sans-I/O APDU processor with T=0 semantics.
+//!
+//! It knows nothing of networks: `remsim-vcard` puts its cards in a pcscd
+//! reader, the bankd's soft backend serves them over RSPRO.
 
 pub mod card;
 mod fcp;
@@ -13,7 +15,6 @@ pub mod fs;
 pub mod milenage;
 pub mod pin;
 pub mod profile;
-pub mod vpcd;
 
 pub use card::SimCard;
 pub use profile::CardProfile;

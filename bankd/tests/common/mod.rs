@@ -12,8 +12,8 @@ use rspro::{BankSlot, ClientSlot, ComponentType, Identity, Msg, ResultCode, Rspr
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-use rspro::testing::Proc;
-pub use rspro::testing::{GUARD, Peer, free_port};
+use remsim_testing::Proc;
+pub use remsim_testing::{GUARD, Peer, free_port};
 
 /// A simulated remsim-server: accepts the bankd's control connection.
 pub struct SimServer {

@@ -94,8 +94,8 @@ mod tests {
 
     use super::fake::FakeCardem;
     use super::*;
+    use remsim_testing::{free_port, start_server, start_soft_bankd};
     use rspro::SlotPhysStatus;
-    use rspro::testing::{free_port, start_server, start_soft_bankd};
 
     const WAIT: Duration = Duration::from_secs(10);
 

@@ -14,8 +14,8 @@ use remsim_api::v1::remsim_service_client::RemsimServiceClient;
 use rspro::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use tonic::transport::Channel;
 
-use rspro::testing::Proc;
-pub use rspro::testing::{GUARD, Peer, free_port};
+use remsim_testing::Proc;
+pub use remsim_testing::{GUARD, Peer, free_port};
 
 /// A scratch directory removed at the end.
 pub struct TempDir(pub PathBuf);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use remsim_daemon::LogFormat;
-use simcard::vpcd::{self, Retry};
+use remsim_vcard::vpcd::{self, Retry};
 use simcard::{CardProfile, SimCard, profile};
 use tracing::info;
 

@@ -1,5 +1,5 @@
-//! Test support for the daemons' integration tests (feature
-//! `test-support`): a raw RSPRO peer on a real socket that plays a bankd, a
+//! Test support for remsim's integration tests (a `publish = false`
+//! crate, only ever a dev-dependency): a raw RSPRO peer on a real socket that plays a bankd, a
 //! client or a server frame by frame, answers PINGs unless told not to, and
 //! bounds every wait.
 
@@ -12,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::ipa::{Ccm, Frame, IpaCodec};
-use crate::types::RsproPdu;
-use crate::{Pdu, decode};
+use rspro::ipa::{Ccm, Frame, IpaCodec};
+use rspro::types::RsproPdu;
+use rspro::{Pdu, decode};
 
 /// Upper bound on any wait; reaching it fails the test.
 pub const GUARD: Duration = Duration::from_secs(10);

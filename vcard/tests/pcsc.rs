@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pcsc::{Card, Context, Protocols, Scope, ShareMode};
-use rspro::testing::{delayed_acks, pcscd, spawn_quiet};
+use remsim_testing::{delayed_acks, pcscd, spawn_quiet};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::{USIM_AID, encode_imsi, swapped_bcd};

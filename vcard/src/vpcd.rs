@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::SimCard;
+use simcard::SimCard;
 
 /// vpcd's first slot (0x8C7B); slot n listens on `DEFAULT_PORT + n`.
 pub const DEFAULT_PORT: u16 = 35963;
