@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 use crate::codec::{Decoded, Pdu};
 use crate::keepalive::KeepaliveConfig;
 use crate::link::{Connection, ConnectionConfig, LinkError};
-use crate::reconnect::{ClientAction, ClientEvent, ClientFsm, ClientState, ReconnectConfig};
+use crate::reconnect::{
+    Acceptance, ClientAction, ClientEvent, ClientFsm, ClientState, ReconnectConfig,
+};
 use crate::types::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
 
 /// How many events may wait for the application before the link stops
@@ -150,7 +152,13 @@ async fn run(
     state: watch::Sender<ClientState>,
 ) {
     let mut d = Driver {
-        fsm: ClientFsm::new(config.reconnect),
+        fsm: ClientFsm::new(
+            config.reconnect,
+            Acceptance {
+                peer: config.expect_peer,
+                tolerate: config.tolerate.clone(),
+            },
+        ),
         config,
         conn: None,
         connecting: None,
@@ -232,6 +240,18 @@ impl Driver {
                     }
                 }
                 ClientAction::NotifyLost => self.emit(ClientLinkEvent::Lost).await,
+                ClientAction::NotifyRefused(result) => {
+                    info!(peer = %self.config.peer, %result, "Connect*Res refused");
+                    self.emit(ClientLinkEvent::Refused { result }).await;
+                }
+                ClientAction::NotifyWrongPeer(kind) => {
+                    let reason = format!(
+                        "peer {} is a {kind}, expected a {}",
+                        self.config.peer, self.config.expect_peer
+                    );
+                    warn!(%reason, "giving up on this link");
+                    self.emit(ClientLinkEvent::Stopped { reason }).await;
+                }
             }
         }
         None
@@ -295,23 +315,12 @@ impl Driver {
                         return None;
                     }
                 };
-                if identity.component_type != self.config.expect_peer {
-                    let reason = format!(
-                        "peer {} is a {}, expected a {}",
-                        self.config.peer, identity.component_type, self.config.expect_peer
-                    );
-                    warn!(%reason, "giving up on this link");
-                    self.emit(ClientLinkEvent::Stopped { reason }).await;
-                    return Some(ClientEvent::Disconnect);
-                }
                 self.peer = Some(identity.clone());
                 self.result = result;
-                let ok = result.is_ok() || self.config.tolerate.contains(&result);
-                if !ok {
-                    info!(peer = %self.config.peer, %result, "Connect*Res refused");
-                    self.emit(ClientLinkEvent::Refused { result }).await;
-                }
-                Some(ClientEvent::ConnectRes { ok })
+                Some(ClientEvent::ConnectRes {
+                    peer: identity.component_type,
+                    result,
+                })
             }
             _ => None,
         }

@@ -88,6 +88,24 @@ pub fn encode(pdu: &RsproPdu) -> Result<Vec<u8>, EncodeError> {
     Ok(der)
 }
 
+/// The lenient walk's re-encoding of a PDU, and how many extension
+/// elements it skipped. Public only for the test that keeps the walk's hand
+/// copy of the schema equal to the rasn types (walk(DER(p)) == DER(p)).
+#[doc(hidden)]
+pub fn lenient_walk(bytes: &[u8]) -> Result<(Vec<u8>, usize), DecodeError> {
+    match lenient::walk_pdu(bytes) {
+        Ok(Walked::Clean { bytes, skipped, .. }) => Ok((bytes, skipped)),
+        Ok(Walked::UnknownAlternative { alternative, .. }) => Err(DecodeError {
+            offset: 0,
+            reason: format!("alternative {alternative} unknown to the walk's schema"),
+        }),
+        Err(e) => Err(DecodeError {
+            offset: e.offset,
+            reason: e.reason,
+        }),
+    }
+}
+
 /// Decodes a PDU from BER, as leniently as asn1c.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut notes = Vec::new();

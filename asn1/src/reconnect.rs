@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::types::{ComponentType, ResultCode};
+
 /// The states, named as in the C suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientState {
@@ -87,9 +89,10 @@ pub enum ClientEvent {
     TcpUp,
     TcpDown,
     KeepaliveTimeout,
-    /// Connect*Res arrived with this verdict (result ok and expected peer type).
+    /// Connect*Res arrived from a peer of this type with this result.
     ConnectRes {
-        ok: bool,
+        peer: ComponentType,
+        result: ResultCode,
     },
     /// The deadline returned by [`ClientFsm::deadline`] passed.
     Timeout,
@@ -108,11 +111,28 @@ pub enum ClientAction {
     NotifyConnected,
     /// Tell the application the link is gone.
     NotifyLost,
+    /// Tell the application the peer refused Connect*Req (the link retries).
+    NotifyRefused(ResultCode),
+    /// The peer is of the wrong type (a wrong port, as the C suite treats
+    /// it): tell the application the link gave up for good.
+    NotifyWrongPeer(ComponentType),
+}
+
+/// Which Connect*Res the link accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    /// The component type the peer must announce.
+    pub peer: ComponentType,
+    /// Results besides `ok` that still make the link CONNECTED (a client
+    /// waits on a bankd that answers `cardNotPresent` while its map is
+    /// being installed, instead of reconnecting: spec §7.27).
+    pub tolerate: Vec<ResultCode>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ClientFsm {
     config: ReconnectConfig,
+    accept: Acceptance,
     state: ClientState,
     backoff_index: usize,
     last_attempt: Option<Instant>,
@@ -120,9 +140,10 @@ pub struct ClientFsm {
 }
 
 impl ClientFsm {
-    pub fn new(config: ReconnectConfig) -> Self {
+    pub fn new(config: ReconnectConfig, accept: Acceptance) -> Self {
         ClientFsm {
             config,
+            accept,
             state: ClientState::Init,
             backoff_index: 0,
             last_attempt: None,
@@ -170,12 +191,24 @@ impl ClientFsm {
             // A failed connect waits for T2, as in the C suite.
             (S::Reestablish, E::TcpDown) => {}
             (S::Reestablish, E::Timeout) => self.reestablish(now, &mut actions),
-            (S::Established, E::ConnectRes { ok: true }) => {
+            (S::Established, E::ConnectRes { peer, .. }) if peer != self.accept.peer => {
+                actions.push(ClientAction::CloseTcp);
+                actions.push(ClientAction::NotifyWrongPeer(peer));
+                self.state = S::Init;
+                self.timer = None;
+            }
+            (S::Established, E::ConnectRes { result, .. })
+                if result.is_ok() || self.accept.tolerate.contains(&result) =>
+            {
                 self.state = S::Connected;
                 self.timer = None;
                 actions.push(ClientAction::NotifyConnected);
             }
-            (S::Established, E::ConnectRes { ok: false } | E::Timeout)
+            (S::Established, E::ConnectRes { result, .. }) => {
+                actions.push(ClientAction::NotifyRefused(result));
+                self.reestablish(now, &mut actions);
+            }
+            (S::Established, E::Timeout)
             | (S::Established | S::Connected, E::TcpDown | E::KeepaliveTimeout) => {
                 self.reestablish(now, &mut actions);
             }
@@ -217,6 +250,23 @@ mod tests {
     use ClientAction as A;
     use ClientEvent as E;
 
+    fn fsm() -> ClientFsm {
+        ClientFsm::new(
+            ReconnectConfig::default(),
+            Acceptance {
+                peer: ComponentType::RemsimBankd,
+                tolerate: vec![ResultCode::CardNotPresent],
+            },
+        )
+    }
+
+    fn res(result: ResultCode) -> ClientEvent {
+        E::ConnectRes {
+            peer: ComponentType::RemsimBankd,
+            result,
+        }
+    }
+
     fn fire(fsm: &mut ClientFsm) -> (Instant, Vec<ClientAction>) {
         let at = fsm.deadline().expect("a timer runs");
         (at, fsm.handle(E::Timeout, at))
@@ -246,7 +296,7 @@ mod tests {
     #[test]
     fn connect_handshake_and_loss() {
         let t0 = Instant::now();
-        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        let mut fsm = fsm();
         assert_eq!(fsm.handle(E::Establish, t0), vec![A::CloseTcp]);
         assert_eq!(fsm.state(), ClientState::ReestablishDelay);
         assert_eq!(fsm.deadline(), Some(t0 + Duration::from_millis(1)));
@@ -256,7 +306,7 @@ mod tests {
         assert_eq!(fsm.handle(E::TcpUp, t1), vec![A::SendConnectReq]);
         assert_eq!(fsm.state(), ClientState::Established);
         assert_eq!(
-            fsm.handle(E::ConnectRes { ok: true }, t1),
+            fsm.handle(res(ResultCode::Ok), t1),
             vec![A::NotifyConnected]
         );
         assert_eq!(fsm.state(), ClientState::Connected);
@@ -274,7 +324,7 @@ mod tests {
     #[test]
     fn reconnect_gaps_follow_the_table() {
         let t0 = Instant::now();
-        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        let mut fsm = fsm();
         fsm.handle(E::Establish, t0);
         let mut attempts = Vec::new();
         for _ in 0..40 {
@@ -295,7 +345,7 @@ mod tests {
     #[test]
     fn refused_connect_waits_for_t2() {
         let t0 = Instant::now();
-        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        let mut fsm = fsm();
         fsm.handle(E::Establish, t0);
         let (t1, _) = fire(&mut fsm);
         assert!(fsm.handle(E::TcpDown, t1).is_empty());
@@ -310,7 +360,7 @@ mod tests {
     #[test]
     fn long_lived_connection_restarts_fast_schedule() {
         let t0 = Instant::now();
-        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        let mut fsm = fsm();
         fsm.handle(E::Establish, t0);
         for _ in 0..10 {
             let (at, _) = fire(&mut fsm);
@@ -319,7 +369,7 @@ mod tests {
         }
         let (at, _) = fire(&mut fsm);
         fsm.handle(E::TcpUp, at);
-        fsm.handle(E::ConnectRes { ok: true }, at);
+        fsm.handle(res(ResultCode::Ok), at);
         let later = at + Duration::from_secs(33);
         fsm.handle(E::TcpDown, later);
         assert_eq!(fsm.deadline(), Some(later + Duration::from_millis(1)));
@@ -328,13 +378,13 @@ mod tests {
     #[test]
     fn refused_connect_res_and_t1_reconnect() {
         let t0 = Instant::now();
-        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        let mut fsm = fsm();
         fsm.handle(E::Establish, t0);
         let (t1, _) = fire(&mut fsm);
         fsm.handle(E::TcpUp, t1);
         assert_eq!(
-            fsm.handle(E::ConnectRes { ok: false }, t1),
-            vec![A::CloseTcp]
+            fsm.handle(res(ResultCode::IllegalClientId), t1),
+            vec![A::NotifyRefused(ResultCode::IllegalClientId), A::CloseTcp]
         );
         let (t2, _) = fire(&mut fsm);
         fsm.handle(E::TcpUp, t2);
@@ -346,11 +396,11 @@ mod tests {
     #[test]
     fn disconnect_is_final() {
         let t0 = Instant::now();
-        let mut fsm = ClientFsm::new(ReconnectConfig::default());
+        let mut fsm = fsm();
         fsm.handle(E::Establish, t0);
         let (t1, _) = fire(&mut fsm);
         fsm.handle(E::TcpUp, t1);
-        fsm.handle(E::ConnectRes { ok: true }, t1);
+        fsm.handle(res(ResultCode::Ok), t1);
         assert_eq!(
             fsm.handle(E::Disconnect, t1),
             vec![A::NotifyLost, A::CloseTcp]
@@ -358,5 +408,31 @@ mod tests {
         assert_eq!(fsm.state(), ClientState::Init);
         assert_eq!(fsm.deadline(), None);
         assert!(fsm.handle(E::TcpDown, t1).is_empty());
+    }
+
+    #[test]
+    fn tolerated_results_connect_and_a_wrong_peer_stops_the_link() {
+        let t0 = Instant::now();
+        let mut fsm = fsm();
+        fsm.handle(E::Establish, t0);
+        let (t1, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, t1);
+        assert_eq!(
+            fsm.handle(res(ResultCode::CardNotPresent), t1),
+            vec![A::NotifyConnected]
+        );
+        fsm.handle(E::TcpDown, t1);
+        let (t2, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, t2);
+        let server = E::ConnectRes {
+            peer: ComponentType::RemsimServer,
+            result: ResultCode::Ok,
+        };
+        assert_eq!(
+            fsm.handle(server, t2),
+            vec![A::CloseTcp, A::NotifyWrongPeer(ComponentType::RemsimServer)]
+        );
+        assert_eq!(fsm.state(), ClientState::Init);
+        assert_eq!(fsm.deadline(), None);
     }
 }

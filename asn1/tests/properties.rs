@@ -164,6 +164,17 @@ fn decode_all(codec: &mut IpaCodec, buf: &mut BytesMut, out: &mut Vec<Frame>) {
 }
 
 proptest! {
+    /// The lenient walk carries its own copy of the schema: it must take
+    /// every PDU the rasn types encode and give back the same bytes,
+    /// skipping nothing. A field added to one and not the other fails here.
+    #[test]
+    fn lenient_schema_matches_the_rasn_types(p in pdu()) {
+        let der = rspro::encode(&p).expect("encodes");
+        let (walked, skipped) = rspro::codec::lenient_walk(&der).expect("the walk knows it");
+        prop_assert_eq!(skipped, 0);
+        prop_assert_eq!(walked, der);
+    }
+
     #[test]
     fn der_round_trip(pdu in pdu()) {
         let der = rspro::encode(&pdu).expect("encodes");
