@@ -8,6 +8,8 @@ mod gsmtap;
 mod maps;
 mod server_link;
 mod session;
+#[cfg(test)]
+mod session_properties;
 mod slots;
 mod worker;
 

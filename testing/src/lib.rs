@@ -122,6 +122,17 @@ impl Peer {
         }
     }
 
+    /// Expects a PONG as the next frame: the link is alive and read this far.
+    pub async fn expect_pong(&mut self) {
+        loop {
+            match self.next_frame(GUARD).await {
+                Some(Frame::Ccm(Ccm::Pong)) => return,
+                Some(Frame::Ccm(Ccm::Ping)) => self.send_frame(Frame::Ccm(Ccm::Pong)).await,
+                other => panic!("PONG expected, got {other:?}"),
+            }
+        }
+    }
+
     /// Waits for the other side to close the connection.
     pub async fn expect_closed(&mut self) {
         let closed = timeout(GUARD, async {

@@ -30,6 +30,8 @@ pub struct SimClient {
     pub slot: Option<ClientSlot>,
     pub admitted: bool,
     pub config: Option<(BankSlot, IpPort)>,
+    /// Every ConfigClientBankReq received, in order.
+    pub configs: Vec<(BankSlot, IpPort)>,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,10 @@ pub struct World {
     pub mirror: BTreeMap<u32, Slotmap>,
     /// Connections the engine closed.
     pub closed: Vec<ConnId>,
+    /// Every change the engine announced, in order.
+    pub changes: Vec<Change>,
+    /// Peers that no longer answer anything (a dead host not yet noticed).
+    pub mute: BTreeSet<ConnId>,
 }
 
 fn peer_addr(conn: ConnId) -> SocketAddr {
@@ -98,6 +104,8 @@ impl World {
             stored_removals: BTreeSet::new(),
             mirror: BTreeMap::new(),
             closed: Vec::new(),
+            changes: Vec::new(),
+            mute: BTreeSet::new(),
         }
     }
 
@@ -171,7 +179,7 @@ impl World {
 
     /// The bankd on `conn` answers up to `n` of its requests, in order.
     pub fn bank_answers(&mut self, conn: ConnId, n: usize) {
-        for _ in 0..n {
+        for _ in 0..n.min(100_000) {
             let Some(Peer::Bank(bank)) = self.peers.get_mut(&conn) else {
                 return;
             };
@@ -206,9 +214,41 @@ impl World {
         }
     }
 
-    /// Every bankd answers everything, until nothing is owed.
+    /// Takes the requests a bankd has received and not answered, for a
+    /// test that answers by hand with [`World::deliver`].
+    pub fn take_requests(&mut self, conn: ConnId) -> Vec<RsproPdu> {
+        match self.peers.get_mut(&conn) {
+            Some(Peer::Bank(b)) => b.inbox.drain(..).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The requests a bankd has received and not answered, left in place.
+    pub fn pending_requests(&self, conn: ConnId) -> Vec<RsproPdu> {
+        match self.peers.get(&conn) {
+            Some(Peer::Bank(b)) => b.inbox.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The ConfigClientBankReqs a client has received since the last call.
+    pub fn take_configs(&mut self, conn: ConnId) -> Vec<(BankSlot, IpPort)> {
+        match self.peers.get_mut(&conn) {
+            Some(Peer::Client(c)) => std::mem::take(&mut c.configs),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn map_state(&self, bank: BankSlot) -> Option<(MapState, Option<ResultCode>)> {
+        self.engine
+            .slotmap(MapKey::Bank(bank))
+            .map(|m| (m.state, m.result))
+    }
+
+    /// Every bankd answers everything, until nothing is owed. A world that
+    /// has not settled after many rounds never will: a bug, not a wait.
     pub fn settle(&mut self) {
-        loop {
+        for _ in 0..10_000 {
             let busy: Vec<ConnId> = self
                 .peers
                 .iter()
@@ -224,6 +264,7 @@ impl World {
                 self.bank_answers(conn, usize::MAX);
             }
         }
+        panic!("the bankds never settle: the engine keeps sending requests");
     }
 
     /// Moves the virtual clock on, firing due timers in order.
@@ -278,20 +319,25 @@ impl World {
                     self.timers
                         .insert((self.now + after, self.timer_seq), (conn, timer));
                 }
-                // Every simulated peer is alive and answers at once.
+                // A live simulated peer answers at once; a mute one never.
                 Action::Probe(conn) => {
-                    if self.peers.contains_key(&conn) {
+                    if self.peers.contains_key(&conn) && !self.mute.contains(&conn) {
                         queue.extend(self.engine.on_probe_alive(conn));
                     }
                 }
                 Action::Store(op) => self.store(&op),
-                Action::Notify(Change::Slotmap(m)) => {
-                    self.mirror.insert(m.id(), m);
+                Action::Notify(change) => {
+                    match &change {
+                        Change::Slotmap(m) => {
+                            self.mirror.insert(m.id(), m.clone());
+                        }
+                        Change::SlotmapRemoved(m) => {
+                            self.mirror.remove(&m.id());
+                        }
+                        Change::Bank(_) | Change::Client(_) => {}
+                    }
+                    self.changes.push(change);
                 }
-                Action::Notify(Change::SlotmapRemoved(m)) => {
-                    self.mirror.remove(&m.id());
-                }
-                Action::Notify(_) => {}
             }
         }
     }
@@ -303,6 +349,7 @@ impl World {
             (Some(Peer::Bank(b)), msg) => b.inbox.push_back(RsproPdu::new(msg)),
             (Some(Peer::Client(c)), Msg::ConnectClientRes(r)) => c.admitted = r.result.is_ok(),
             (Some(Peer::Client(c)), Msg::ConfigClientBankReq(m)) => {
+                c.configs.push((m.bank_slot, m.bankd.clone()));
                 c.config = (!m.bankd.is_none()).then_some((m.bank_slot, m.bankd));
             }
             _ => {}

@@ -28,6 +28,8 @@ mod model;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

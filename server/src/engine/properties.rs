@@ -94,6 +94,10 @@ fn run(world: &mut World, step: &Step) {
         Step::ConnectBank(id) => {
             if world.bank_conn(id).is_none() {
                 world.connect_bank(id, SLOTS);
+                assert!(
+                    world.bank_conn(id).is_some(),
+                    "bank {id} admitted: no holder"
+                );
             }
         }
         Step::DisconnectBank(id) => {
@@ -105,6 +109,10 @@ fn run(world: &mut World, step: &Step) {
             let slot = ClientSlot::new(c, s);
             if world.client_conn(slot).is_none() {
                 world.connect_client(slot);
+                assert!(
+                    world.client_conn(slot).is_some(),
+                    "{slot} admitted: no holder"
+                );
             }
         }
         Step::DisconnectClient((c, s)) => {
