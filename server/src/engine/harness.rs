@@ -267,6 +267,12 @@ impl World {
         panic!("the bankds never settle: the engine keeps sending requests");
     }
 
+    /// A mute peer's PONG finally comes in (reported as the link does).
+    pub fn probe_answered(&mut self, conn: ConnId) {
+        let actions = self.engine.on_probe_alive(conn);
+        self.perform(actions);
+    }
+
     /// Moves the virtual clock on, firing due timers in order.
     pub fn advance(&mut self, by: Duration) {
         let until = self.now + by;

@@ -193,17 +193,8 @@ impl Engine {
                     identity,
                     owed: VecDeque::new(),
                 });
-                for r in self.removals.entry(bank_id).or_default() {
-                    r.sent = false;
-                }
-                let retry: Vec<BankSlot> = self
-                    .maps_of(bank_id)
-                    .filter(|m| m.state != MapState::New)
-                    .map(|m| m.bank)
-                    .collect();
-                for b in retry {
-                    self.set_state(b, MapState::New, None, out);
-                }
+                // Its maps are all NEW and its removals unsent: loaded so,
+                // or put back so when its previous connection ended.
                 out.push(Action::Notify(Change::Bank(bank_id)));
                 self.push(bank_id, out);
             }

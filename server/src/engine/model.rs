@@ -42,9 +42,10 @@ pub struct Slotmap {
 }
 
 impl Slotmap {
-    /// The C server's slot-map id.
+    /// The C server's slot-map id: bank id × 65536 + slot number (ids and
+    /// slots are below 1024, so it cannot overflow).
     pub fn id(&self) -> u32 {
-        (self.bank.bank_id << 16) | self.bank.slot_nr
+        self.bank.bank_id * 65536 + self.bank.slot_nr
     }
 }
 

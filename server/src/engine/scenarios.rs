@@ -485,3 +485,91 @@ fn watch_hears_delete_req_at_delete_and_deleting_at_the_bankds_answer() {
     w.bank_answers(bank, 1);
     assert_eq!(removed(&w), [MapState::DeleteReq, MapState::Deleting]);
 }
+
+/// Identities probed at once: each verdict and each departure concerns
+/// only its own identity.
+#[test]
+fn probe_verdicts_concern_only_their_own_identity() {
+    let mut w = World::default();
+    let holder_a = w.connect_client(c(23, 0));
+    let holder_b = w.connect_client(c(24, 0));
+    let holder_c = w.connect_client(c(25, 0));
+    w.mute.extend([holder_a, holder_c]);
+    let newcomer_a = w.connect_client(c(23, 0));
+    let newcomer_c = w.connect_client(c(25, 0));
+    // A's holder answers: A's newcomer is refused, C's still waits.
+    w.probe_answered(holder_a);
+    w.advance(REJECT_CLOSE_DELAY);
+    assert!(w.closed.contains(&newcomer_a));
+    assert!(!w.closed.contains(&newcomer_c));
+    // B's holder goes: nobody waits for B, so C's newcomer keeps waiting.
+    w.disconnect(holder_b);
+    assert!(
+        w.engine
+            .client(c(25, 0))
+            .is_some_and(|l| l.conn == holder_c)
+    );
+    assert!(w.engine.client(c(24, 0)).is_none());
+    // C's holder goes: C's newcomer takes the slot.
+    w.disconnect(holder_c);
+    assert!(
+        w.engine
+            .client(c(25, 0))
+            .is_some_and(|l| l.conn == newcomer_c)
+    );
+    assert!(
+        w.engine
+            .client(c(23, 0))
+            .is_some_and(|l| l.conn == holder_a)
+    );
+}
+
+#[test]
+fn a_refused_map_leaves_without_its_old_result() {
+    let mut w = World::default();
+    let bank = w.connect_bank(1, 8);
+    create(&mut w, b(1, 3), c(23, 0));
+    w.take_requests(bank);
+    w.deliver(
+        bank,
+        RsproPdu::create_mapping_res(ResultCode::IllegalSlotId),
+    );
+    w.changes.clear();
+    delete(&mut w, b(1, 3));
+    let removed: Vec<&Slotmap> = w
+        .changes
+        .iter()
+        .filter_map(|ch| match ch {
+            Change::SlotmapRemoved(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(
+        (removed[0].state, removed[0].result),
+        (MapState::DeleteReq, None)
+    );
+}
+
+/// Bank ids, client ids and client slot numbers go up to 1023; beyond,
+/// Connect*Res says illegalBankId / illegalClientId and the link closes.
+#[test]
+fn identities_up_to_1023_are_admitted_and_beyond_refused() {
+    let mut w = World::default();
+    w.connect_bank(1023, 8);
+    assert!(w.bank_conn(1023).is_some());
+    let refused = w.connect_bank(1024, 8);
+    assert!(w.bank_conn(1024).is_none());
+    for slot in [c(1023, 0), c(0, 1023)] {
+        w.connect_client(slot);
+        assert!(w.client_conn(slot).is_some(), "{slot}");
+    }
+    let mut refused_clients = Vec::new();
+    for slot in [c(1024, 0), c(0, 1024)] {
+        refused_clients.push(w.connect_client(slot));
+        assert!(w.client_conn(slot).is_none(), "{slot}");
+    }
+    w.advance(REJECT_CLOSE_DELAY);
+    assert!(w.closed.contains(&refused));
+    assert!(refused_clients.iter().all(|c| w.closed.contains(c)));
+}

@@ -153,3 +153,38 @@ fn dead_holder_lets_the_newcomer_in() {
         Some(2)
     );
 }
+
+#[test]
+fn state_names_and_ids_are_the_c_servers() {
+    let names: Vec<&str> = [
+        MapState::New,
+        MapState::Unacknowledged,
+        MapState::Active,
+        MapState::DeleteReq,
+        MapState::Deleting,
+        MapState::Refused,
+    ]
+    .iter()
+    .map(|s| s.name())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "NEW",
+            "UNACKNOWLEDGED",
+            "ACTIVE",
+            "DELETE_REQ",
+            "DELETING",
+            "REFUSED"
+        ]
+    );
+    let map = |bank, slot| Slotmap {
+        bank: BankSlot::new(bank, slot),
+        client: ClientSlot::new(0, 0),
+        state: MapState::New,
+        result: None,
+    };
+    assert_eq!(map(1, 0).id(), 65536);
+    assert_eq!(map(2, 3).id(), 131075);
+    assert_eq!(map(1023, 1023).id(), 1023 * 65536 + 1023);
+}
