@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use rspro::validate::MAX_ID;
-use rspro::{BankSlot, ClientSlot, ComponentType, Identity, ResultCode, RsproPdu};
+use rspro::{ClientSlot, ComponentType, Identity, ResultCode, RsproPdu};
 use tracing::{info, warn};
 
 use super::*;
