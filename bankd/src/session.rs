@@ -438,4 +438,19 @@ mod tests {
         let out = s.on_maps(&MapTable::default());
         assert_eq!(out, vec![Out::Release, Out::Close("slot map removed")]);
     }
+
+    #[test]
+    fn other_clients_map_changes_leave_a_session_alone() {
+        let mut s = Session::new(identity());
+        assert_eq!((s.client(), s.bank()), (None, None));
+        s.on_pdu(connect(C), &mapped(B, C));
+        assert_eq!((s.client(), s.bank()), (Some(C), Some(B)));
+        s.on_open(Ok(vec![0x3B]));
+        // Another client is mapped to another slot: nothing changes here.
+        let mut both = mapped(B, C);
+        both.create(1, 8, BankSlot::new(1, 1), ClientSlot::new(24, 0));
+        assert_eq!(s.on_maps(&both), vec![]);
+        assert_eq!(s.state(), State::MappedCard);
+        assert_eq!((s.client(), s.bank()), (Some(C), Some(B)));
+    }
 }

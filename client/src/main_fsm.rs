@@ -456,4 +456,63 @@ mod tests {
         );
         assert_eq!(f.state(), MainState::Unconfigured);
     }
+
+    #[test]
+    fn state_names_are_the_c_clients() {
+        let names: Vec<&str> = [
+            MainState::Init,
+            MainState::Unconfigured,
+            MainState::WaitBankd,
+            MainState::Operational,
+        ]
+        .iter()
+        .map(|s| s.name())
+        .collect();
+        assert_eq!(names, ["INIT", "UNCONFIGURED", "WAIT_BANKD", "OPERATIONAL"]);
+    }
+
+    /// What the event script sees: the bank slot and the modem's lines.
+    #[test]
+    fn bank_and_modem_status_are_kept_for_the_script() {
+        let mut f = MainFsm::new(C, vec![0x3B, 0x00], false);
+        assert_eq!((f.bank(), f.last_status()), (None, None));
+        let mut f2 = operational();
+        assert_eq!(f2.bank(), Some(B));
+        let status = SlotPhysStatus::new(false, true, true, true);
+        f2.handle(Input::ModemStatus(status));
+        assert_eq!(f2.last_status(), Some(status));
+        f.handle(Input::ServerConnected);
+        assert_eq!(f.bank(), None);
+    }
+
+    /// An ATR from a bankd that has not answered ConnectClientReq yet does
+    /// not make the client operational; only a waited-on one does.
+    #[test]
+    fn an_atr_before_the_bankds_answer_is_not_a_connection() {
+        let mut f = MainFsm::new(C, vec![0x3B, 0x00], false);
+        f.handle(Input::ServerConnected);
+        f.handle(Input::ConfigBank {
+            bank: B,
+            bankd: addr("127.0.0.1:9999"),
+        });
+        f.handle(Input::BankdAtr(vec![0x3B, 0x9F]));
+        assert_eq!(f.state(), MainState::WaitBankd);
+    }
+
+    /// The same bank slot behind another bankd address is a new bankd.
+    #[test]
+    fn a_moved_bankd_is_reconnected() {
+        let mut f = operational();
+        let out = f.handle(Input::ConfigBank {
+            bank: B,
+            bankd: addr("192.0.2.9:9999"),
+        });
+        assert!(
+            out.contains(&Output::BankdConnect(
+                "192.0.2.9:9999".parse().expect("addr")
+            )),
+            "{out:?}"
+        );
+        assert_eq!(f.state(), MainState::WaitBankd);
+    }
 }

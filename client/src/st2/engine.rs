@@ -329,4 +329,65 @@ mod tests {
                 .is_empty()
         );
     }
+
+    /// Each status bit is read on its own.
+    #[test]
+    fn status_lines_are_read_bit_by_bit() {
+        let mut e = Engine::default();
+        let status = |e: &mut Engine, flags: &str| {
+            dev(
+                e,
+                &format!("01 04 00 00 00 00 15 00 | {flags} 00 00 00 00 00 09 04 0a 80 25 00 00"),
+            )
+        };
+        assert_eq!(
+            status(&mut e, "03"),
+            vec![Out::ToCore(ModemEvent::Status(SlotPhysStatus {
+                reset_active: false,
+                vcc_present: Some(true),
+                clk_active: Some(true),
+                card_present: None
+            }))]
+        );
+        assert_eq!(
+            status(&mut e, "10"),
+            vec![Out::ToCore(ModemEvent::Status(SlotPhysStatus {
+                reset_active: true,
+                vcc_present: Some(false),
+                clk_active: Some(false),
+                card_present: None
+            }))]
+        );
+    }
+
+    /// Command data in pieces: one ACK after the header, no more than Lc
+    /// bytes taken, and nothing after the TPDU went to the bank.
+    #[test]
+    fn command_data_in_pieces_is_taken_up_to_lc() {
+        let mut e = Engine::default();
+        let out = dev(
+            &mut e,
+            "01 06 00 00 00 00 13 00 | 01 00 00 00 05 00 00 d6 00 00 02",
+        );
+        assert_eq!(
+            out,
+            vec![Out::ToDevice(HostMsg::TxData {
+                flags: FLAG_PB_AND_RX,
+                data: vec![0xd6]
+            })]
+        );
+        assert!(dev(&mut e, "01 06 00 00 00 00 0f 00 | 00 00 00 00 01 00 aa").is_empty());
+        let out = dev(
+            &mut e,
+            "01 06 00 00 00 00 12 00 | 02 00 00 00 04 00 bb cc dd ee",
+        );
+        assert_eq!(
+            out,
+            vec![Out::ToCore(ModemEvent::Tpdu(h("00d6000002aabb")))]
+        );
+        // The longest ATR the firmware holds (33 bytes) is sent.
+        assert_eq!(e.on_frontend(FrontendCmd::SetAtr(vec![0x3B; 33])).len(), 1);
+        // Forwarded: stray data is not a second TPDU.
+        assert!(dev(&mut e, "01 06 00 00 00 00 0f 00 | 02 00 00 00 01 00 ff").is_empty());
+    }
 }
