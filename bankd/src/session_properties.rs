@@ -158,9 +158,11 @@ impl Sim {
                 if self.connect_res_count > 1 && r.result != ResultCode::IllegalClientId {
                     return Err("a second ConnectClientRes".into());
                 }
-                // ok, or cardNotPresent while the map is awaited (the C
-                // client waits for its SetAtrReq then, spec §7.27).
-                if matches!(r.result, ResultCode::Ok | ResultCode::CardNotPresent) {
+                // Anything but a refused identity keeps the link: ok, or a
+                // card not (yet) usable, completed by SetAtrReq when it is
+                // (the C client waits on cardNotPresent, spec §7.27; on
+                // other card errors clients reconnect, ours included).
+                if r.result != ResultCode::IllegalClientId {
                     self.connect_res_ok = true;
                 }
             }
