@@ -515,4 +515,22 @@ mod tests {
         );
         assert_eq!(f.state(), MainState::WaitBankd);
     }
+
+    /// A bankd address no client can reach (no host or no port) is no
+    /// configuration: the client stays unconfigured.
+    #[test]
+    fn an_unreachable_bankd_address_unconfigures() {
+        for bad in ["0.0.0.0:9999", "127.0.0.1:0"] {
+            let mut f = operational();
+            let out = f.handle(Input::ConfigBank {
+                bank: B,
+                bankd: addr(bad),
+            });
+            assert!(
+                !out.iter().any(|o| matches!(o, Output::BankdConnect(_))),
+                "{bad}: {out:?}"
+            );
+            assert_eq!(f.state(), MainState::Unconfigured, "{bad}");
+        }
+    }
 }
