@@ -328,7 +328,11 @@ async fn watch_streams_a_snapshot_then_changes() {
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully() {
     let dir = TempDir::new("sigterm");
-    let mut server = Server::start(&dir.path("db")).await;
+    // Slow keep-alive: the silent bankd below must not time out (and so
+    // put a bank event into the stream) before the SIGTERM, however slow
+    // a loaded machine runs this test.
+    let slow = ["--keepalive-interval", "60s", "--keepalive-timeout", "30s"];
+    let mut server = Server::start_with(&dir.path("db"), &slow).await;
     let _bank = bankd(&server, 1, 8).await;
     // Kubernetes watches health: it must turn NOT_SERVING before the exit.
     let channel = server.channel().await;
@@ -353,7 +357,12 @@ async fn sigterm_shuts_down_gracefully() {
     assert!(status.success(), "{status}");
     // The event stream was ended by the server (OK trailers), not cut off
     // with the connection when the process went.
-    assert!(matches!(events.message().await, Ok(None)));
+    let end = events.message().await;
+    assert!(
+        matches!(end, Ok(None)),
+        "{end:?}; server log:\n{}",
+        std::fs::read_to_string(dir.path("db").with_extension("log")).unwrap_or_default()
+    );
     let mut seen = Vec::new();
     while let Ok(Ok(Some(m))) = tokio::time::timeout(GUARD, watch.message()).await {
         seen.push(m.status);

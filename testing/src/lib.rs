@@ -189,13 +189,28 @@ pub fn free_port() -> u16 {
         .expect("a free port below the ephemeral range") as u16
 }
 
+/// Fails the test at once, naming the packages, when a tool is missing.
+fn require(tools: &[&str], packages: &str) {
+    for tool in tools {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} is missing: install {packages} (scripts/setup test)"
+        );
+    }
+}
+
 /// Returns true inside a private mount and network namespace (loopback
 /// up), where the caller runs its body. Outside, it re-runs `test` (an exact
 /// test name) under `unshare` with `inner_env` set, asserts that it passed,
 /// and returns false. The inner run's output is shown only on failure, so
 /// that the harness counts the test once. Needs root (CI and sessions are).
 pub fn in_namespace(test: &str, inner_env: &str) -> bool {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     if std::env::var_os(inner_env).is_some() {
         let up = Command::new("ip")
             .args(["link", "set", "lo", "up"])
@@ -203,17 +218,7 @@ pub fn in_namespace(test: &str, inner_env: &str) -> bool {
         assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
         return true;
     }
-    for tool in ["unshare", "ip", "timeout"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} is missing: install iproute2 (scripts/setup test)"
-        );
-    }
+    require(&["unshare", "ip", "timeout"], "iproute2");
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new("timeout")
         .args(["120", "unshare", "-m", "-n", "--propagation", "private"])
@@ -359,7 +364,7 @@ pub fn start_soft_bankd(
 /// such test runs in its own mount and network namespace (as root).
 pub mod pcscd {
     use std::path::Path;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     use super::Proc;
@@ -381,17 +386,7 @@ pub mod pcscd {
         if std::env::var_os(inner_env).is_some() {
             return super::in_namespace(test, inner_env);
         }
-        for tool in ["pcscd", "mount"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                found,
-                "{tool} is missing: install pcscd, vsmartcard-vpcd and iproute2 (scripts/setup test)"
-            );
-        }
+        super::require(&["pcscd", "mount"], "pcscd, vsmartcard-vpcd and iproute2");
         assert!(
             Path::new(VPCD_DRIVER).exists(),
             "{VPCD_DRIVER} is missing: install vsmartcard-vpcd"
