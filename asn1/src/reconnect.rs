@@ -267,6 +267,17 @@ mod tests {
         }
     }
 
+    /// A link whose TCP connect succeeded: Connect*Req out, awaiting the
+    /// answer; and when that was.
+    fn established() -> (ClientFsm, Instant) {
+        let mut fsm = fsm();
+        fsm.handle(E::Establish, Instant::now());
+        let (at, _) = fire(&mut fsm);
+        fsm.handle(E::TcpUp, at);
+        assert_eq!(fsm.state(), ClientState::Established);
+        (fsm, at)
+    }
+
     fn fire(fsm: &mut ClientFsm) -> (Instant, Vec<ClientAction>) {
         let at = fsm.deadline().expect("a timer runs");
         (at, fsm.handle(E::Timeout, at))
@@ -377,11 +388,7 @@ mod tests {
 
     #[test]
     fn refused_connect_res_and_t1_reconnect() {
-        let t0 = Instant::now();
-        let mut fsm = fsm();
-        fsm.handle(E::Establish, t0);
-        let (t1, _) = fire(&mut fsm);
-        fsm.handle(E::TcpUp, t1);
+        let (mut fsm, t1) = established();
         assert_eq!(
             fsm.handle(res(ResultCode::IllegalClientId), t1),
             vec![A::NotifyRefused(ResultCode::IllegalClientId), A::CloseTcp]
@@ -395,11 +402,7 @@ mod tests {
 
     #[test]
     fn disconnect_is_final() {
-        let t0 = Instant::now();
-        let mut fsm = fsm();
-        fsm.handle(E::Establish, t0);
-        let (t1, _) = fire(&mut fsm);
-        fsm.handle(E::TcpUp, t1);
+        let (mut fsm, t1) = established();
         fsm.handle(res(ResultCode::Ok), t1);
         assert_eq!(
             fsm.handle(E::Disconnect, t1),
@@ -412,11 +415,7 @@ mod tests {
 
     #[test]
     fn tolerated_results_connect_and_a_wrong_peer_stops_the_link() {
-        let t0 = Instant::now();
-        let mut fsm = fsm();
-        fsm.handle(E::Establish, t0);
-        let (t1, _) = fire(&mut fsm);
-        fsm.handle(E::TcpUp, t1);
+        let (mut fsm, t1) = established();
         assert_eq!(
             fsm.handle(res(ResultCode::CardNotPresent), t1),
             vec![A::NotifyConnected]

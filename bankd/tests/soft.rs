@@ -198,11 +198,8 @@ async fn a_client_that_never_reads_is_cut_off_and_others_are_served() {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let stream = socket.connect(bankd.addr()).await.expect("connect");
-    let mut reader = remsim_testing::Peer::from_stream(stream);
-    reader
-        .send(&RsproPdu::connect_client_req(client_identity(), Some(C23)))
-        .await;
-    assert!(matches!(reader.recv().await.msg, Msg::ConnectClientRes(_)));
+    let (mut reader, result) = identify(remsim_testing::Peer::from_stream(stream), C23).await;
+    assert_eq!(result, ResultCode::Ok);
     expect_atr(&mut reader, C23).await;
     let mut flood = reader.into_stream();
     let frame = rspro::ipa::Frame::rspro(&RsproPdu::tpdu_modem_to_card(C23, B0, h("a0f2000016")))

@@ -22,12 +22,12 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_LAST: Duration = Duration::from_secs(1);
 
 /// The policy of one port.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// What the port is, for logs ("rspro", "clients", "api").
     pub port: &'static str,
     /// Connections held at once; more are closed as they come.
-    pub max_connections: usize,
+    pub limit: Limit,
     /// How long shutdown waits for open connections to end.
     pub drain: Duration,
 }
@@ -36,7 +36,7 @@ impl Policy {
     pub fn new(port: &'static str, max_connections: usize) -> Self {
         Policy {
             port,
-            max_connections: max_connections.max(1),
+            limit: Limit::new(max_connections),
             drain: DRAIN_BOUND,
         }
     }
@@ -57,10 +57,6 @@ impl Shutdown {
     pub fn channel() -> (watch::Sender<bool>, Shutdown) {
         let (tx, rx) = watch::channel(false);
         (tx, Shutdown(rx))
-    }
-
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
     }
 
     /// Resolves once shutdown is asked for (or its trigger is gone).
@@ -113,6 +109,11 @@ impl Limit {
         }
     }
 
+    /// Resolves once there is a place for one more connection.
+    pub async fn freed(&self) {
+        let _ = self.permits.acquire().await;
+    }
+
     /// Waits until every connection has ended, at most `bound`; returns
     /// how many are still open then.
     pub async fn drained(&self, bound: Duration) -> usize {
@@ -145,50 +146,59 @@ where
     H: Fn(Accepted) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let limit = Limit::new(policy.max_connections);
+    let Policy { port, limit, drain } = policy;
     let mut backoff = Backoff::default();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, peer, place) = tokio::select! {
+            next = next_connection(&listener, port, &limit, &mut backoff) => next,
             _ = shutdown.wait() => break,
         };
-        match accepted {
+        let span = info_span!("conn", port, %peer);
+        let task = handler(Accepted {
+            stream,
+            peer,
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(
+            async move {
+                task.await;
+                drop(place);
+            }
+            .instrument(span),
+        );
+    }
+    let left = limit.drained(drain).await;
+    if left > 0 {
+        warn!(port, left, bound = ?drain, "connections still open after the shutdown bound");
+    }
+    left
+}
+
+/// The next connection of a port, with its place under the limit. Over the
+/// limit a socket is dropped as it comes: the peer sees the close at once
+/// instead of hanging in the backlog. Accept errors that mean no resources
+/// pause the loop. Cancel-safe: nothing accepted is lost on cancellation.
+pub async fn next_connection(
+    listener: &TcpListener,
+    port: &'static str,
+    limit: &Limit,
+    backoff: &mut Backoff,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    loop {
+        match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff.reset();
-                // Over the limit the socket is dropped here: the peer sees
-                // the close at once instead of hanging in the backlog.
-                let Some(permit) = limit.admit(policy.port, peer) else {
-                    continue;
-                };
-                let span = info_span!("conn", port = policy.port, %peer);
-                let task = handler(Accepted {
-                    stream,
-                    peer,
-                    shutdown: shutdown.clone(),
-                });
-                tokio::spawn(
-                    async move {
-                        task.await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+                if let Some(place) = limit.admit(port, peer) {
+                    return (stream, peer, place);
+                }
             }
             Err(e) => {
                 if let Some(pause) = backoff.on_error(&e) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break,
-                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
     }
-    let left = limit.drained(policy.drain).await;
-    if left > 0 {
-        warn!(port = policy.port, left, bound = ?policy.drain, "connections still open after the shutdown bound");
-    }
-    left
 }
 
 /// The pause after a failed accept. Errors about one connection (reset
@@ -281,32 +291,32 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (trigger, shutdown) = Shutdown::channel();
         let (events_tx, mut events) = tokio::sync::mpsc::channel::<&str>(8);
+        let policy = Policy {
+            drain: Duration::from_millis(100),
+            ..Policy::new("test", 2)
+        };
+        let limit = policy.limit.clone();
         // Each handler holds its connection until the peer closes it.
-        let server = tokio::spawn(serve(
-            listener,
-            Policy {
-                drain: Duration::from_millis(100),
-                ..Policy::new("test", 2)
-            },
-            shutdown,
-            move |mut a: Accepted| {
-                let events = events_tx.clone();
-                async move {
-                    let _ = events.send("started").await;
-                    let mut buf = [0u8; 16];
-                    while matches!(a.stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                    let _ = events.send("ended").await;
-                }
-            },
-        ));
+        let server = tokio::spawn(serve(listener, policy, shutdown, move |mut a: Accepted| {
+            let events = events_tx.clone();
+            async move {
+                let _ = events.send("started").await;
+                let mut buf = [0u8; 16];
+                while matches!(a.stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            }
+        }));
         let first = TcpStream::connect(addr).await.expect("connect");
         let _second = TcpStream::connect(addr).await.expect("connect");
         let mut third = TcpStream::connect(addr).await.expect("connect");
         assert!(closed_at_once(&mut third).await, "third over a limit of 2");
         assert_eq!(events.recv().await, Some("started"));
         assert_eq!(events.recv().await, Some("started"));
+        assert_eq!(limit.open(), 2);
         drop(first);
-        assert_eq!(events.recv().await, Some("ended"));
+        // The place comes back when the first connection's task has ended.
+        tokio::time::timeout(Duration::from_secs(10), limit.freed())
+            .await
+            .expect("a place freed");
         let _fourth = TcpStream::connect(addr).await.expect("connect");
         assert_eq!(events.recv().await, Some("started"), "the fourth is taken");
         trigger.send(true).expect("shutdown");

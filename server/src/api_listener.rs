@@ -6,7 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use remsim_daemon::listen::{Backoff, Limit};
+use remsim_daemon::listen::{Backoff, Limit, next_connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -17,7 +17,7 @@ use tracing::warn;
 /// place under the port's limit until it is dropped.
 pub struct Limited {
     stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    _place: OwnedSemaphorePermit,
 }
 
 impl Limited {
@@ -31,29 +31,16 @@ impl Limited {
         futures::stream::unfold(
             (listener, limit, Backoff::default()),
             move |(listener, limit, mut backoff)| async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, peer)) => {
-                            backoff.reset();
-                            let Some(permit) = limit.admit(port, peer) else {
-                                continue;
-                            };
-                            if let Err(e) = stream.set_nodelay(true) {
-                                warn!(port, %peer, error = %e, "TCP_NODELAY");
-                            }
-                            let limited = Limited {
-                                stream,
-                                _permit: permit,
-                            };
-                            return Some((Ok(limited), (listener, limit, backoff)));
-                        }
-                        Err(e) => {
-                            if let Some(pause) = backoff.on_error(&e) {
-                                tokio::time::sleep(pause).await;
-                            }
-                        }
-                    }
+                let (stream, peer, place) =
+                    next_connection(&listener, port, &limit, &mut backoff).await;
+                if let Err(e) = stream.set_nodelay(true) {
+                    warn!(port, %peer, error = %e, "TCP_NODELAY");
                 }
+                let limited = Limited {
+                    stream,
+                    _place: place,
+                };
+                Some((Ok(limited), (listener, limit, backoff)))
             },
         )
     }

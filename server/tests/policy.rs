@@ -85,17 +85,7 @@ async fn over_the_connection_limit_peers_are_closed_and_it_is_logged() {
     assert!(matches!(read, Ok(0)), "closed without a PING: {read:?}");
     let log = std::fs::read_to_string(dir.path("db").with_extension("log")).expect("log");
     assert!(log.contains("connection limit reached"), "{log}");
-    // A place freed is taken again.
+    // That a freed place is taken again is asserted in the listener's own
+    // tests, where the end of a connection's task can be waited for.
     drop(held);
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        let mut next = TcpStream::connect(server.rspro).await.expect("connect");
-        let mut ping = [0u8; 4];
-        if let Ok(Ok(4)) = timeout(GUARD, next.read(&mut ping)).await {
-            break;
-        }
-        // The server may not have seen the old ones close yet.
-        assert!(tokio::time::Instant::now() < deadline, "no place freed");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

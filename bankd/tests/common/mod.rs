@@ -131,7 +131,11 @@ pub fn client_identity() -> Identity {
 
 /// A client that identifies; returns the peer and the ConnectClientRes result.
 pub async fn client(bankd: &Bankd, slot: ClientSlot) -> (Peer, ResultCode) {
-    let mut p = Peer::connect(bankd.addr()).await;
+    identify(Peer::connect(bankd.addr()).await, slot).await
+}
+
+/// Sends ConnectClientReq on a connected peer; returns it and the result.
+pub async fn identify(mut p: Peer, slot: ClientSlot) -> (Peer, ResultCode) {
     p.send(&RsproPdu::connect_client_req(client_identity(), Some(slot)))
         .await;
     let res = p.recv().await;
