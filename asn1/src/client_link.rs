@@ -6,6 +6,7 @@ use std::future::{Future, pending};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -14,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{Decoded, Pdu};
 use crate::keepalive::KeepaliveConfig;
-use crate::link::{Connection, ConnectionConfig, LinkError};
+use crate::link::{BoxedTransport, Connection, ConnectionConfig, LinkError, Upgrade};
 use crate::reconnect::{
     Acceptance, ClientAction, ClientEvent, ClientFsm, ClientState, ReconnectConfig,
 };
@@ -43,6 +44,14 @@ pub struct ClientLinkConfig {
     /// (a client waits on a bankd that answers `cardNotPresent` while its
     /// map is being installed, instead of reconnecting: spec §7.27).
     pub tolerate: Vec<ResultCode>,
+    /// TLS (or another upgrade) on every connected socket; `None`: plain TCP.
+    pub upgrade: Option<Arc<dyn Upgrade>>,
+}
+
+impl std::fmt::Debug for dyn Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgrade")
+    }
 }
 
 /// What the link tells the application.
@@ -117,9 +126,46 @@ impl ClientLink {
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+/// A connected socket, or the transport its upgrade made of it.
+enum Connected {
+    Tcp(TcpStream),
+    Upgraded(BoxedTransport, SocketAddr),
+}
 
-async fn connect_done(connecting: &mut Option<Connecting>) -> io::Result<TcpStream> {
+type Connecting = Pin<Box<dyn Future<Output = io::Result<Connected>> + Send>>;
+
+/// Connects to `peer` (`host:port`) and upgrades the socket if asked.
+fn connect(peer: String, upgrade: Option<Arc<dyn Upgrade>>) -> Connecting {
+    Box::pin(async move {
+        let tcp = TcpStream::connect(&peer).await?;
+        let Some(upgrade) = upgrade else {
+            return Ok(Connected::Tcp(tcp));
+        };
+        tcp.set_nodelay(true)?;
+        let addr = tcp.peer_addr()?;
+        match upgrade.upgrade(tcp, host_of(&peer)).await {
+            Ok(transport) => Ok(Connected::Upgraded(transport, addr)),
+            Err(e) => {
+                // Unlike a refused connect, this is a configuration to fix.
+                warn!(%peer, error = %e, "TLS handshake failed");
+                Err(e)
+            }
+        }
+    })
+}
+
+/// The host part of `host:port`, `[v6]:port` or a bare host.
+pub fn host_of(peer: &str) -> &str {
+    if let Some(rest) = peer.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match peer.rsplit_once(':') {
+        Some((host, _)) if !host.contains(':') => host,
+        _ => peer,
+    }
+}
+
+async fn connect_done(connecting: &mut Option<Connecting>) -> io::Result<Connected> {
     match connecting {
         Some(fut) => fut.await,
         None => pending().await,
@@ -222,7 +268,10 @@ impl Driver {
                 }
                 ClientAction::Connect => {
                     debug!(peer = %self.config.peer, "connecting");
-                    self.connecting = Some(Box::pin(TcpStream::connect(self.config.peer.clone())));
+                    self.connecting = Some(connect(
+                        self.config.peer.clone(),
+                        self.config.upgrade.clone(),
+                    ));
                 }
                 ClientAction::SendConnectReq => {
                     let req = self.connect_req.borrow().clone();
@@ -273,16 +322,19 @@ impl Driver {
         }
     }
 
-    async fn on_tcp_connect(&mut self, connected: io::Result<TcpStream>) -> ClientEvent {
-        let stream = match connected {
-            Ok(stream) => stream,
+    async fn on_tcp_connect(&mut self, connected: io::Result<Connected>) -> ClientEvent {
+        let config = ConnectionConfig::client().with_keepalive(Some(self.config.keepalive));
+        let conn = match connected {
+            Ok(Connected::Tcp(stream)) => Connection::new(stream, config).await,
+            Ok(Connected::Upgraded(transport, addr)) => {
+                Connection::over(transport, addr, config).await
+            }
             Err(e) => {
                 debug!(peer = %self.config.peer, error = %e, "connect failed");
                 return ClientEvent::TcpDown;
             }
         };
-        let config = ConnectionConfig::client().with_keepalive(Some(self.config.keepalive));
-        match Connection::new(stream, config).await {
+        match conn {
             Ok(conn) => {
                 self.conn = Some(conn);
                 ClientEvent::TcpUp

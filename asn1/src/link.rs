@@ -9,9 +9,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tracing::{debug, warn};
@@ -156,9 +159,31 @@ fn client_id_value(tag: u8) -> Option<&'static str> {
 /// Unsent bytes we tolerate before cutting off a peer that does not read.
 const MAX_UNSENT: usize = 64 * 1024;
 
+/// What RSPRO runs over: a TCP socket, or a TLS session on one.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Transport for T {}
+
+/// A connected transport of any kind.
+pub type BoxedTransport = Box<dyn Transport>;
+
+/// A handshake in progress (TLS on a connected socket).
+pub type Upgrading = Pin<Box<dyn Future<Output = std::io::Result<BoxedTransport>> + Send>>;
+
+/// Turns a connected socket into the transport a link runs over: TLS for
+/// links between our own components (kept out of this crate so that it
+/// does not depend on a TLS library). Must bound its own handshake.
+pub trait Upgrade: Send + Sync {
+    /// `host` is the peer as configured (a name or an address), for the
+    /// certificate check.
+    fn upgrade(&self, tcp: TcpStream, host: &str) -> Upgrading;
+}
+
+type ReadHalf = Box<dyn AsyncRead + Send + Sync + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
 pub struct Connection {
-    reader: FramedRead<OwnedReadHalf, IpaCodec>,
-    writer: FramedWrite<OwnedWriteHalf, IpaCodec>,
+    reader: FramedRead<ReadHalf, IpaCodec>,
+    writer: FramedWrite<WriteHalf, IpaCodec>,
     config: ConnectionConfig,
     keepalive: Option<Keepalive>,
     /// A probe is out and its answer not yet reported.
@@ -183,7 +208,28 @@ impl Connection {
     pub async fn new(stream: TcpStream, config: ConnectionConfig) -> Result<Self, LinkError> {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
+        // Owned halves: no lock between reading and writing a socket.
         let (read, write) = stream.into_split();
+        Self::start(Box::new(read), Box::new(write), peer, config).await
+    }
+
+    /// Takes over a transport that is not a bare socket (TLS), connected to
+    /// `peer`, with TCP_NODELAY already set on the socket under it.
+    pub async fn over(
+        transport: BoxedTransport,
+        peer: SocketAddr,
+        config: ConnectionConfig,
+    ) -> Result<Self, LinkError> {
+        let (read, write) = tokio::io::split(transport);
+        Self::start(Box::new(read), Box::new(write), peer, config).await
+    }
+
+    async fn start(
+        read: ReadHalf,
+        write: WriteHalf,
+        peer: SocketAddr,
+        config: ConnectionConfig,
+    ) -> Result<Self, LinkError> {
         let codec = IpaCodec::with_max_payload(config.max_payload);
         let mut conn = Connection {
             reader: FramedRead::new(read, codec),

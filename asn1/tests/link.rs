@@ -249,6 +249,7 @@ fn link_config(peer: String, expect: ComponentType, unit: Duration) -> ClientLin
             backoff_reset_after: unit * 32,
         },
         tolerate: Vec::new(),
+        upgrade: None,
     }
 }
 

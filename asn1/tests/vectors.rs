@@ -191,6 +191,40 @@ fn copy_matches_shared_when_present() {
             shared.display()
         );
     }
+    // The C server's REST answers (replayed by server/tests/rest.rs):
+    // the same files, byte for byte (CRLF line ends included).
+    let shared = repo_file("../shared/conformance/rsres");
+    if shared.exists() {
+        let ours = repo_file("conformance/rsres");
+        let names = |dir: &PathBuf| -> BTreeSet<String> {
+            std::fs::read_dir(dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|entry| {
+                    entry
+                        .expect("directory entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        };
+        let names_ours = names(&ours);
+        assert_eq!(
+            names_ours,
+            names(&shared),
+            "conformance/rsres/ holds other files than {}",
+            shared.display()
+        );
+        for name in &names_ours {
+            let theirs = std::fs::read(shared.join(name)).expect("read shared answer");
+            let copy = std::fs::read(ours.join(name)).expect("read copy");
+            assert!(
+                copy == theirs,
+                "conformance/rsres/{name} differs from {}",
+                shared.join(name).display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! and waiting for SIGTERM or SIGINT.
 
 pub mod listen;
+pub mod tls;
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -1,13 +1,16 @@
 //! The accept side of every remsim port, one policy for all: a connection
 //! limit (a peer over it is closed at once, with a log line when the limit
 //! is reached), back-off when accept fails for want of resources (EMFILE),
-//! a tracing span per connection, and shutdown: stop accepting, tell every
+//! a tracing span per connection, an optional allow-list of source
+//! networks (`--rspro-allow`), and shutdown: stop accepting, tell every
 //! connection, then wait for them to end within a bound.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +33,8 @@ pub struct Policy {
     pub limit: Limit,
     /// How long shutdown waits for open connections to end.
     pub drain: Duration,
+    /// Source networks served; others are closed at accept.
+    pub allow: Allow,
 }
 
 impl Policy {
@@ -38,7 +43,84 @@ impl Policy {
             port,
             limit: Limit::new(max_connections),
             drain: DRAIN_BOUND,
+            allow: Allow::default(),
         }
+    }
+
+    pub fn with_allow(mut self, allow: Allow) -> Self {
+        self.allow = allow;
+        self
+    }
+}
+
+/// Addresses remembered for the "refused" log line; beyond, refusals are
+/// only counted (a scan from many addresses must not grow memory).
+const REFUSED_LOGGED: usize = 4096;
+
+/// The networks a port serves (`--rspro-allow 10.0.0.0/8,192.0.2.7`);
+/// empty: everyone. A clone shares the refusal count.
+#[derive(Debug, Clone, Default)]
+pub struct Allow {
+    nets: Arc<Vec<ipnet::IpNet>>,
+    refused: Arc<AtomicU64>,
+    logged: Arc<std::sync::Mutex<HashSet<IpAddr>>>,
+}
+
+impl Allow {
+    /// Parses a comma-separated list of networks (`10.0.0.0/8`) and
+    /// addresses (`192.0.2.7`, `::1`).
+    pub fn parse(list: &str) -> Result<Allow, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let net = match item.parse::<ipnet::IpNet>() {
+                Ok(net) => net,
+                Err(_) => item
+                    .parse::<IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .map_err(|_| {
+                        format!("{item:?} is not a network (10.0.0.0/8, fd00::/8) or an address")
+                    })?,
+            };
+            nets.push(net);
+        }
+        if nets.is_empty() {
+            return Err("the allow-list names no network".into());
+        }
+        Ok(Allow {
+            nets: Arc::new(nets),
+            ..Allow::default()
+        })
+    }
+
+    /// Whether `peer` may connect; a refusal is counted, and logged once
+    /// per address.
+    pub fn admits(&self, port: &str, peer: SocketAddr) -> bool {
+        let ip = canonical(peer.ip());
+        if self.nets.is_empty() || self.nets.iter().any(|n| n.contains(&ip)) {
+            return true;
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut logged) = self.logged.lock()
+            && logged.len() < REFUSED_LOGGED
+            && logged.insert(ip)
+        {
+            warn!(port, peer = %ip, "connection from outside the allow-list closed (logged once per address)");
+        }
+        false
+    }
+
+    /// Connections refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// An IPv4 peer on a dual-stack socket shows as `::ffff:a.b.c.d`; the
+/// allow-list names it as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -72,6 +154,8 @@ pub struct Limit {
     max: usize,
     /// Set while connections are being refused, so the log says it once.
     full: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections closed for want of a place.
+    refused: Arc<AtomicU64>,
 }
 
 impl Limit {
@@ -81,7 +165,13 @@ impl Limit {
             permits: Arc::new(Semaphore::new(max)),
             max,
             full: Arc::default(),
+            refused: Arc::default(),
         }
+    }
+
+    /// Connections closed so far because the port was full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
@@ -92,7 +182,6 @@ impl Limit {
     /// A place for one more connection, or None (logged when the port
     /// becomes full, and when it has room again).
     pub fn admit(&self, port: &str, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
-        use std::sync::atomic::Ordering;
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 if self.full.swap(false, Ordering::Relaxed) {
@@ -101,6 +190,7 @@ impl Limit {
                 Some(permit)
             }
             Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 if !self.full.swap(true, Ordering::Relaxed) {
                     warn!(port, max = self.max, %peer, "connection limit reached; closing new connections until some end");
                 }
@@ -146,11 +236,11 @@ where
     H: Fn(Accepted) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let Policy { port, limit, drain } = policy;
     let mut backoff = Backoff::default();
+    let port = policy.port;
     loop {
         let (stream, peer, place) = tokio::select! {
-            next = next_connection(&listener, port, &limit, &mut backoff) => next,
+            next = next_connection(&listener, &policy, &mut backoff) => next,
             _ = shutdown.wait() => break,
         };
         let span = info_span!("conn", port, %peer);
@@ -167,7 +257,8 @@ where
             .instrument(span),
         );
     }
-    let left = limit.drained(drain).await;
+    let drain = policy.drain;
+    let left = policy.limit.drained(drain).await;
     if left > 0 {
         warn!(port, left, bound = ?drain, "connections still open after the shutdown bound");
     }
@@ -175,20 +266,23 @@ where
 }
 
 /// The next connection of a port, with its place under the limit. Over the
-/// limit a socket is dropped as it comes: the peer sees the close at once
-/// instead of hanging in the backlog. Accept errors that mean no resources
-/// pause the loop. Cancel-safe: nothing accepted is lost on cancellation.
+/// limit, or from outside the allow-list, a socket is dropped as it comes:
+/// the peer sees the close at once instead of hanging in the backlog.
+/// Accept errors that mean no resources pause the loop. Cancel-safe:
+/// nothing accepted is lost on cancellation.
 pub async fn next_connection(
     listener: &TcpListener,
-    port: &'static str,
-    limit: &Limit,
+    policy: &Policy,
     backoff: &mut Backoff,
 ) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff.reset();
-                if let Some(place) = limit.admit(port, peer) {
+                if !policy.allow.admits(policy.port, peer) {
+                    continue;
+                }
+                if let Some(place) = policy.limit.admit(policy.port, peer) {
                     return (stream, peer, place);
                 }
             }
@@ -274,6 +368,35 @@ mod tests {
             b.on_error(&io::Error::from_raw_os_error(23)),
             Some(BACKOFF_FIRST)
         );
+    }
+
+    #[test]
+    fn the_allow_list_takes_networks_and_addresses_and_counts_refusals() {
+        let allow = Allow::parse("10.0.0.0/8, 192.0.2.7,fd00::/8").expect("parses");
+        let at = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), 4000);
+        assert!(allow.admits("t", at("10.1.2.3")));
+        assert!(allow.admits("t", at("192.0.2.7")));
+        assert!(
+            allow.admits("t", at("::ffff:10.9.9.9")),
+            "IPv4 seen on a dual-stack socket"
+        );
+        assert!(allow.admits("t", at("fd00::1")));
+        assert!(!allow.admits("t", at("192.0.2.8")));
+        assert!(!allow.admits("t", at("192.0.2.8")));
+        assert!(!allow.admits("t", at("127.0.0.1")));
+        assert_eq!(allow.refused(), 3);
+        assert_eq!(
+            allow.logged.lock().expect("lock").len(),
+            2,
+            "logged once per address"
+        );
+        assert!(
+            Allow::default().admits("t", at("203.0.113.1")),
+            "no list: everyone"
+        );
+        assert!(Allow::parse("10.0.0.0/33").is_err());
+        assert!(Allow::parse("bank-a").is_err());
+        assert!(Allow::parse(" , ").is_err());
     }
 
     /// Reads until EOF; true if the server closed without sending.

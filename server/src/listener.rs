@@ -1,10 +1,13 @@
 //! The RSPRO control port: accepts bankds and clients (under the shared
-//! connection policy) and runs one task per connection that moves PDUs
+//! connection policy; in plain TCP as C peers speak, or, on a second port,
+//! in TLS for our own) and runs one task per connection that moves PDUs
 //! between the socket and the service task.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use remsim_daemon::listen::{self, Accepted, Policy, Shutdown};
+use remsim_daemon::tls::Reloading;
 use rspro::keepalive::KeepaliveConfig;
 use rspro::link::{Connection, ConnectionConfig, Inbound, LinkError};
 use rspro::{Decoded, Pdu};
@@ -13,21 +16,26 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::engine::ConnId;
+use crate::metrics::Metrics;
 use crate::service::{CONN_QUEUE, ConnCommand, Request};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// What every connection of the port shares.
+#[derive(Clone)]
+pub struct Port {
+    pub service: mpsc::Sender<Request>,
+    pub keepalive: KeepaliveConfig,
+    /// TLS on this port (ours only); `None`: plain TCP.
+    pub tls: Option<Arc<Reloading>>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Accepts connections until `shutdown`, then waits for them to end
 /// within the policy's drain bound.
-pub async fn serve(
-    listener: TcpListener,
-    policy: Policy,
-    service: mpsc::Sender<Request>,
-    keepalive: KeepaliveConfig,
-    shutdown: Shutdown,
-) {
+pub async fn serve(listener: TcpListener, policy: Policy, port: Port, shutdown: Shutdown) {
     listen::serve(listener, policy, shutdown, move |accepted| {
-        connection(accepted, service.clone(), keepalive)
+        connection(accepted, port.clone())
     })
     .await;
 }
@@ -38,26 +46,42 @@ fn log_notes(conn: ConnId, decoded: &Decoded) {
     }
 }
 
-async fn connection(
-    accepted: Accepted,
-    service: mpsc::Sender<Request>,
-    keepalive: KeepaliveConfig,
-) {
+async fn connection(accepted: Accepted, port: Port) {
     let Accepted {
         stream,
+        peer,
         mut shutdown,
-        ..
     } = accepted;
+    let Port {
+        service,
+        keepalive,
+        tls,
+        metrics,
+    } = port;
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let config = ConnectionConfig::server().with_keepalive(Some(keepalive));
-    let mut conn = match Connection::new(stream, config).await {
+    let setup = match tls {
+        None => Connection::new(stream, config).await,
+        Some(tls) => {
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(error = %e, "TCP_NODELAY");
+            }
+            match tls.accept(stream).await {
+                Ok(stream) => Connection::over(Box::new(stream), peer, config).await,
+                Err(e) => {
+                    info!(error = %e, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
+    let mut conn = match setup {
         Ok(c) => c,
         Err(e) => {
             debug!(error = %e, "connection setup failed");
             return;
         }
     };
-    let peer = conn.peer_addr();
     debug!(conn = conn_id, %peer, "accepted");
     let (commands, mut inbox) = mpsc::channel(CONN_QUEUE);
     if service
@@ -83,6 +107,7 @@ async fn connection(
                     log_notes(conn_id, &decoded);
                     match decoded.pdu {
                         Pdu::Known(pdu) => {
+                            metrics.pdu("rx", pdu.msg.asn_name());
                             if service.send(Request::Pdu { conn: conn_id, pdu }).await.is_err() {
                                 break Ok(());
                             }
@@ -99,7 +124,7 @@ async fn connection(
                 // a peer that takes no data for that long is as good as
                 // dead, and must not pin this task.
                 Some(ConnCommand::Send(pdu)) => match conn.send(&pdu).await {
-                    Ok(()) => {}
+                    Ok(()) => metrics.pdu("tx", pdu.msg.asn_name()),
                     Err(LinkError::SendTimeout(_)) => {
                         info!(conn = conn_id, %peer, "peer takes no data; closing");
                         break Ok(());
@@ -120,6 +145,10 @@ async fn connection(
     };
     match end {
         Ok(()) | Err(LinkError::Closed) => debug!(conn = conn_id, %peer, "closed"),
+        Err(LinkError::KeepaliveTimeout) => {
+            metrics.keepalive_failure();
+            info!(conn = conn_id, %peer, "PING not answered in time: connection closed");
+        }
         Err(e) => info!(conn = conn_id, %peer, error = %e, "connection ended"),
     }
     let _ = service.send(Request::Closed { conn: conn_id }).await;

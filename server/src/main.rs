@@ -1,25 +1,35 @@
 //! `remsim-server`: the remsim control plane. RSPRO control connections from
-//! bankds and clients (TCP 9998), slot maps kept in SQLite, and the
-//! `remsim.v1` gRPC management API with reflection and health (TCP 9997).
+//! bankds and clients (TCP 9998, and optionally a TLS port for our own
+//! components), slot maps kept in SQLite, and the management port (TCP
+//! 9997): the `remsim.v1` gRPC API with reflection and health, the C
+//! server's REST API and Prometheus metrics, behind tokens and TLS.
 
-mod api_listener;
+mod api_port;
+mod auth;
 mod engine;
 mod grpc;
 mod listener;
+mod metrics;
+mod rest;
 mod service;
 mod store;
 mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
 use remsim_daemon::LogFormat;
-use remsim_daemon::listen::{Limit, Policy};
+use remsim_daemon::listen::{Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
+use remsim_daemon::tls::{self, Reloading, ServerFiles};
 use rspro::{ComponentType, Identity};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -43,9 +53,42 @@ struct Args {
     /// Address for RSPRO control connections from bankds and clients.
     #[arg(long, env = "REMSIM_RSPRO_LISTEN", default_value = "0.0.0.0:9998")]
     rspro_listen: SocketAddr,
-    /// Address for the management API (gRPC, HTTP/2).
+    /// Address for the management port: gRPC (HTTP/2), the C REST API and
+    /// /metrics (HTTP/1.1 or HTTP/2).
     #[arg(long, env = "REMSIM_API_LISTEN", default_value = "0.0.0.0:9997")]
     api_listen: SocketAddr,
+    /// Serve the management port in TLS with this certificate chain (PEM);
+    /// re-read on SIGHUP and when the file changes.
+    #[arg(long, env = "REMSIM_API_TLS_CERT", requires = "api_tls_key")]
+    api_tls_cert: Option<PathBuf>,
+    /// The private key of --api-tls-cert (PEM).
+    #[arg(long, env = "REMSIM_API_TLS_KEY", requires = "api_tls_cert")]
+    api_tls_key: Option<PathBuf>,
+    /// Require management clients to present a certificate signed by this CA (PEM).
+    #[arg(long, env = "REMSIM_API_CLIENT_CA", requires = "api_tls_cert")]
+    api_client_ca: Option<PathBuf>,
+    /// Require a bearer token on the management port: one ROLE:TOKEN per
+    /// line (admin or read), # comments; re-read on SIGHUP. Health stays open.
+    #[arg(long, env = "REMSIM_API_TOKENS")]
+    api_tokens: Option<PathBuf>,
+    /// Serve RSPRO only to these networks and addresses (comma-separated
+    /// CIDRs); others are closed at accept. Applies to both RSPRO ports.
+    #[arg(long, env = "REMSIM_RSPRO_ALLOW", value_parser = Allow::parse)]
+    rspro_allow: Option<Allow>,
+    /// A second RSPRO port in TLS, for our own bankds and clients
+    /// (--tls-ca on their side); the plain port keeps serving C peers.
+    #[arg(long, env = "REMSIM_RSPRO_TLS_LISTEN", requires = "rspro_tls_cert")]
+    rspro_tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) of the RSPRO TLS port.
+    #[arg(long, env = "REMSIM_RSPRO_TLS_CERT", requires_all = ["rspro_tls_key", "rspro_tls_listen"])]
+    rspro_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --rspro-tls-cert.
+    #[arg(long, env = "REMSIM_RSPRO_TLS_KEY", requires = "rspro_tls_cert")]
+    rspro_tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA on the RSPRO TLS port
+    /// (mutual TLS).
+    #[arg(long, env = "REMSIM_RSPRO_TLS_CLIENT_CA", requires = "rspro_tls_cert")]
+    rspro_tls_client_ca: Option<PathBuf>,
     /// SQLite database; created with its schema when missing.
     #[arg(long, env = "REMSIM_DB", default_value = "remsim.db")]
     db: PathBuf,
@@ -114,27 +157,88 @@ async fn main() -> anyhow::Result<()> {
     .with_identify_timeout(args.identify_timeout);
     engine.load(loaded.maps, loaded.removals, loaded.banks);
 
+    let api_tls = ServerFiles::from_options(
+        "management port",
+        args.api_tls_cert.as_deref(),
+        args.api_tls_key.as_deref(),
+        args.api_client_ca.as_deref(),
+    )?
+    .map(|files| Reloading::load("api", files, &[b"h2", b"http/1.1"]))
+    .transpose()?;
+    let rspro_tls = ServerFiles::from_options(
+        "RSPRO TLS port",
+        args.rspro_tls_cert.as_deref(),
+        args.rspro_tls_key.as_deref(),
+        args.rspro_tls_client_ca.as_deref(),
+    )?
+    .map(|files| Reloading::load("rspro-tls", files, &[]))
+    .transpose()?;
+    let auth = match &args.api_tokens {
+        Some(path) => auth::Auth::from_file(path)?,
+        None => auth::Auth::off(),
+    };
+    if !api_port::is_loopback(args.api_listen) && !auth.is_on() && args.api_client_ca.is_none() {
+        warn!(api = %args.api_listen, "the management port is reachable from other hosts without authentication: anyone who reaches it can change every map (set --api-tokens)");
+    }
+
     let rspro = TcpListener::bind(args.rspro_listen)
         .await
         .with_context(|| format!("binding RSPRO port {}", args.rspro_listen))?;
+    let rspro_tls_listener = match args.rspro_tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding RSPRO TLS port {addr}"))?,
+        ),
+        None => None,
+    };
     let api_listener = TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding API port {}", args.api_listen))?;
-    info!(rspro = %args.rspro_listen, api = %args.api_listen, "listening");
+    info!(rspro = %args.rspro_listen, rspro_tls = ?args.rspro_tls_listen, api = %args.api_listen, api_tls = api_tls.is_some(), "listening");
 
+    let metrics = metrics::Metrics::new();
     let (inbox_tx, inbox_rx) = mpsc::channel(service::INBOX_CAPACITY);
     let store_handle = store.clone();
-    let service = service::Service::new(engine, store, &inbox_tx, args.probe_timeout);
+    let service = service::Service::new(
+        engine,
+        store,
+        &inbox_tx,
+        args.probe_timeout,
+        metrics.clone(),
+    );
     let service_task = tokio::spawn(service.run(inbox_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let keepalive = args.keepalive.config();
-    let listener_task = tokio::spawn(listener::serve(
+    let port = listener::Port {
+        service: inbox_tx.clone(),
+        keepalive: args.keepalive.config(),
+        tls: None,
+        metrics: metrics.clone(),
+    };
+    let allow = args.rspro_allow.clone().unwrap_or_default();
+    let mut rspro_tasks = Vec::new();
+    let policy = Policy::new("rspro", args.max_connections).with_allow(allow.clone());
+    metrics.watch_port(&policy);
+    rspro_tasks.push(tokio::spawn(listener::serve(
         rspro,
-        Policy::new("rspro", args.max_connections),
-        inbox_tx.clone(),
-        keepalive,
+        policy,
+        port.clone(),
         shutdown_rx.clone().into(),
-    ));
+    )));
+    if let Some(listener) = rspro_tls_listener {
+        let policy = Policy::new("rspro-tls", args.max_connections).with_allow(allow);
+        metrics.watch_port(&policy);
+        let port = listener::Port {
+            tls: rspro_tls.clone(),
+            ..port
+        };
+        rspro_tasks.push(tokio::spawn(listener::serve(
+            listener,
+            policy,
+            port,
+            shutdown_rx.clone().into(),
+        )));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RemsimServiceServer<grpc::Api>>().await;
@@ -152,23 +256,39 @@ async fn main() -> anyhow::Result<()> {
         .build_v1alpha()
         .context("reflection v1alpha")?;
     let api = RemsimServiceServer::new(grpc::Api::new(inbox_tx.clone(), shutdown_rx.clone()));
-    drop(inbox_tx);
-
-    let incoming =
-        api_listener::Limited::incoming(api_listener, Limit::new(args.api_max_connections), "api");
-    let mut grpc_shutdown = shutdown_rx.clone();
-    let grpc = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .add_service(api)
+    let grpc = tonic::service::Routes::new(api)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // Limited sets TCP_NODELAY on each accepted socket: the builder's
-        // tcp_nodelay applies only to listeners tonic binds itself.
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = grpc_shutdown.changed().await;
-        });
-    let grpc_task = tokio::spawn(grpc);
+        .into_axum_router();
+    let scrape = Router::new()
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .with_state((metrics.clone(), inbox_tx.clone()));
+    let app = grpc
+        .merge(rest::router(inbox_tx.clone()))
+        .merge(scrape)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::count,
+        ));
+    drop(inbox_tx);
+
+    let api_policy = Policy::new("api", args.api_max_connections);
+    metrics.watch_port(&api_policy);
+    let api_task = tokio::spawn(api_port::serve(
+        api_listener,
+        api_policy,
+        api_tls.clone(),
+        app,
+        Shutdown::from(shutdown_rx.clone()),
+    ));
+    let reloadable: Vec<Arc<Reloading>> = api_tls.into_iter().chain(rspro_tls).collect();
+    tokio::spawn(reload(auth, reloadable));
 
     remsim_daemon::shutdown_signal().await?;
     info!("shutting down");
@@ -184,8 +304,10 @@ async fn main() -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let bound = Duration::from_secs(4);
     let finished = tokio::time::timeout(bound, async {
-        let _ = listener_task.await;
-        let _ = grpc_task.await;
+        for task in rspro_tasks {
+            let _ = task.await;
+        }
+        let _ = api_task.await;
         let _ = service_task.await;
     })
     .await;
@@ -200,4 +322,49 @@ async fn main() -> anyhow::Result<()> {
         warn!("database still busy at exit; its WAL file holds the last commits");
     }
     Ok(())
+}
+
+/// Anything the router does not know: a gRPC status for gRPC callers, the
+/// C REST API's 404 for the rest.
+async fn not_found(request: axum::extract::Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let path = request.uri().path();
+        return tonic::Status::unimplemented(format!("no method {path} here"))
+            .into_http::<axum::body::Body>();
+    }
+    (StatusCode::NOT_FOUND, "Resource not found").into_response()
+}
+
+/// Re-reads tokens and certificates on SIGHUP, and certificates whose
+/// files changed (cert-manager rotates them) every few seconds.
+async fn reload(auth: Arc<auth::Auth>, tls: Vec<Arc<Reloading>>) {
+    let mut hangups = match tls::hangups() {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "no SIGHUP reload");
+            return;
+        }
+    };
+    let mut check = tokio::time::interval(tls::RELOAD_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                info!("SIGHUP: reloading tokens and certificates");
+                auth.reload();
+                for t in &tls {
+                    t.reload();
+                }
+            }
+            _ = check.tick() => {
+                for t in &tls {
+                    t.reload_if_changed();
+                }
+            }
+        }
+    }
 }

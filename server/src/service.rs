@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use remsim_api::v1 as pb;
@@ -13,8 +14,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::engine::{
-    Action, ApiCommand, ApiError, ApiOutcome, Change, ConnId, Engine, MapKey, StoreOp, Timer,
+    Action, ApiCommand, ApiError, ApiOutcome, Change, ConnId, Engine, MapKey, MapState, StoreOp,
+    Timer,
 };
+use crate::metrics::{Metrics, Snapshot};
 use crate::store::Store;
 use crate::views;
 
@@ -72,6 +75,8 @@ pub enum Request {
     DeleteSlotmap(MapKey, Reply<pb::Slotmap>),
     ResetAll(Reply<u32>),
     SetBankEndpoint(u32, Option<SocketAddr>, Reply<pb::Bank>),
+    /// The figures of a metrics scrape.
+    Snapshot(oneshot::Sender<crate::metrics::Snapshot>),
     /// A snapshot (when asked for) and the live events after it.
     Watch(
         bool,
@@ -96,6 +101,7 @@ pub struct Service {
     inbox: mpsc::WeakSender<Request>,
     events: broadcast::Sender<pb::Event>,
     probe_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 fn slotmap_view(outcome: ApiOutcome) -> Result<pb::Slotmap, ServiceError> {
@@ -119,6 +125,7 @@ impl Service {
         store: Store,
         inbox: &mpsc::Sender<Request>,
         probe_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Service {
             engine,
@@ -127,6 +134,7 @@ impl Service {
             inbox: inbox.downgrade(),
             events: broadcast::channel(WATCH_BUFFER).0,
             probe_timeout,
+            metrics,
         }
     }
 
@@ -238,6 +246,9 @@ impl Service {
                 });
                 let _ = reply.send(result);
             }
+            Request::Snapshot(reply) => {
+                let _ = reply.send(self.figures());
+            }
             Request::Watch(snapshot, reply) => {
                 // Subscribed before the snapshot is taken: nothing falls between.
                 let receiver = self.events.subscribe();
@@ -273,8 +284,36 @@ impl Service {
         out
     }
 
+    fn figures(&self) -> Snapshot {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let bankds = self
+            .engine
+            .bank_ids()
+            .into_iter()
+            .filter(|id| self.engine.bank(*id).is_some_and(|b| b.live.is_some()))
+            .count();
+        let maps = MapState::ALL
+            .iter()
+            .map(|state| {
+                let n = self.engine.slotmaps().filter(|m| m.state == *state).count();
+                (state.name(), count(n))
+            })
+            .collect();
+        Snapshot {
+            bankds: count(bankds),
+            clients: count(self.engine.clients().count()),
+            maps,
+        }
+    }
+
     async fn commit(&self, ops: &[StoreOp]) -> Result<(), ServiceError> {
-        self.store.apply(ops).await.map_err(|e| {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let written = self.store.apply(ops).await;
+        self.metrics.store_write(started.elapsed());
+        written.map_err(|e| {
             error!(error = %e, "store write failed");
             ServiceError::Store(e.to_string())
         })

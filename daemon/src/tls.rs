@@ -1,0 +1,312 @@
+//! TLS for remsim's own links (rustls, ring): server configurations that
+//! reload their certificate and key from disk (cert-manager rotates them),
+//! optionally requiring client certificates, and the client side that
+//! RSPRO links use to reach a TLS port of ours. C peers never see TLS.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use rspro::link::{BoxedTransport, Upgrade, Upgrading};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{info, warn};
+
+/// How long a TLS handshake may take before the connection is dropped: a
+/// peer that connects and says nothing must not hold a task.
+pub const HANDSHAKE_BOUND: Duration = Duration::from_secs(10);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading certificates from {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificates in {}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn roots(path: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("CA certificate in {}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+fn private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("reading a PEM private key from {}", path.display()))
+}
+
+/// The files a TLS port serves with.
+#[derive(Debug, Clone)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose certificates clients must present; `None`: no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerFiles {
+    /// From a port's options: none given means no TLS; a certificate
+    /// without its key (or the reverse) is an error.
+    pub fn from_options(
+        what: &str,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        client_ca: Option<&Path>,
+    ) -> anyhow::Result<Option<ServerFiles>> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(ServerFiles {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                client_ca: client_ca.map(Path::to_owned),
+            })),
+            (None, None) if client_ca.is_none() => Ok(None),
+            (None, None) => anyhow::bail!("{what}: a client CA needs a certificate and key too"),
+            _ => anyhow::bail!("{what}: give both the certificate and its key"),
+        }
+    }
+
+    fn config(&self, alpn: &[&[u8]]) -> anyhow::Result<ServerConfig> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                        .build()
+                        .with_context(|| format!("client CA {}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(certificates(&self.cert)?, private_key(&self.key)?)
+            .with_context(|| {
+                format!(
+                    "{} and {} are not a certificate and its key",
+                    self.cert.display(),
+                    self.key.display()
+                )
+            })?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
+    /// What the files look like now, to notice a rotation.
+    fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
+        let paths = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()];
+        paths
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect()
+    }
+}
+
+/// A TLS server configuration that can be reloaded while connections run:
+/// each handshake takes the configuration current at that moment.
+pub struct Reloading {
+    what: &'static str,
+    files: ServerFiles,
+    alpn: Vec<&'static [u8]>,
+    current: RwLock<Arc<ServerConfig>>,
+    stamp: Mutex<Vec<Option<(SystemTime, u64)>>>,
+}
+
+impl Reloading {
+    /// Loads the files; an error here stops the program (a port must not
+    /// come up without the TLS it was asked for).
+    pub fn load(
+        what: &'static str,
+        files: ServerFiles,
+        alpn: &[&'static [u8]],
+    ) -> anyhow::Result<Arc<Self>> {
+        let stamp = files.stamp();
+        let config = files.config(alpn).with_context(|| format!("{what} TLS"))?;
+        info!(
+            port = what,
+            cert = %files.cert.display(),
+            client_certificates = files.client_ca.is_some(),
+            "TLS on"
+        );
+        Ok(Arc::new(Reloading {
+            what,
+            alpn: alpn.to_vec(),
+            files,
+            current: RwLock::new(Arc::new(config)),
+            stamp: Mutex::new(stamp),
+        }))
+    }
+
+    /// The acceptor for the next handshake.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = match self.current.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        TlsAcceptor::from(config)
+    }
+
+    /// Reads the files again. A broken new pair (a half-written rotation)
+    /// is logged and the old configuration kept.
+    pub fn reload(&self) -> bool {
+        let stamp = self.files.stamp();
+        match self.files.config(&self.alpn) {
+            Ok(config) => {
+                match self.current.write() {
+                    Ok(mut current) => *current = Arc::new(config),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
+                }
+                if let Ok(mut last) = self.stamp.lock() {
+                    *last = stamp;
+                }
+                info!(port = self.what, cert = %self.files.cert.display(), "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                warn!(
+                    port = self.what,
+                    error = format!("{e:#}"),
+                    "TLS reload failed; keeping the previous certificate"
+                );
+                false
+            }
+        }
+    }
+
+    /// Reloads when a file changed on disk since the last load.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = self.files.stamp();
+        let changed = self.stamp.lock().map(|last| *last != now).unwrap_or(true);
+        changed && self.reload()
+    }
+
+    /// Completes a handshake on an accepted socket, within the bound.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+        let handshake = self.acceptor().accept(tcp);
+        match tokio::time::timeout(HANDSHAKE_BOUND, handshake).await {
+            Ok(done) => done,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TLS handshake not done within {HANDSHAKE_BOUND:?}"),
+            )),
+        }
+    }
+}
+
+/// How often certificate files are checked for a rotation (SIGHUP reloads at once).
+pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
+
+/// The client side of our TLS links: the CA that signs our servers'
+/// certificates, and our own certificate when the server asks for one.
+#[derive(Clone)]
+pub struct Client {
+    connector: TlsConnector,
+    /// Checked instead of the configured host (an address in a certificate
+    /// made for a name, say).
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Client {
+    /// From the `--tls-ca`, `--tls-cert`, `--tls-key` options; `None` when
+    /// no CA is given (plain TCP, as C peers speak).
+    pub fn from_options(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        server_name: Option<&str>,
+    ) -> anyhow::Result<Option<Client>> {
+        let Some(ca) = ca else {
+            if cert.is_some() || key.is_some() {
+                anyhow::bail!(
+                    "--tls-cert and --tls-key need --tls-ca (the CA of the server's certificate)"
+                );
+            }
+            return Ok(None);
+        };
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots(ca)?);
+        let config = match (cert, key) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+                .with_context(|| {
+                    format!(
+                        "{} and {} are not a certificate and its key",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+            (None, None) => builder.with_no_client_auth(),
+            _ => anyhow::bail!("give both --tls-cert and --tls-key"),
+        };
+        let server_name = server_name
+            .map(|n| {
+                ServerName::try_from(n.to_owned())
+                    .with_context(|| format!("--tls-server-name {n:?} is not a host name"))
+            })
+            .transpose()?;
+        Ok(Some(Client {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        }))
+    }
+}
+
+impl Upgrade for Client {
+    fn upgrade(&self, tcp: TcpStream, host: &str) -> Upgrading {
+        let connector = self.connector.clone();
+        let name = match &self.server_name {
+            Some(name) => Ok(name.clone()),
+            None => ServerName::try_from(host.to_owned()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{host:?} is not a host name or address to check a certificate against"
+                    ),
+                )
+            }),
+        };
+        Box::pin(async move {
+            let handshake = connector.connect(name?, tcp);
+            match tokio::time::timeout(HANDSHAKE_BOUND, handshake).await {
+                Ok(stream) => Ok(Box::new(stream?) as BoxedTransport),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("TLS handshake not done within {HANDSHAKE_BOUND:?}"),
+                )),
+            }
+        })
+    }
+}
+
+/// Waits for SIGHUP, the signal to re-read certificates and tokens.
+pub fn hangups() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup()).context("SIGHUP handler")
+}
