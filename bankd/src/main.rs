@@ -6,8 +6,31 @@
 mod card;
 mod gsmtap;
 mod maps;
+mod metrics;
 mod server_link;
 mod session;
+/// Re-reads the client port's certificate on SIGHUP or when its files change.
+async fn reload_certificates(tls: Arc<Reloading>) {
+    let mut hangups = match remsim_daemon::tls::hangups() {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "no SIGHUP reload");
+            return;
+        }
+    };
+    let mut check = tokio::time::interval(remsim_daemon::tls::RELOAD_CHECK);
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                tls.reload();
+            }
+            _ = check.tick() => {
+                tls.reload_if_changed();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod session_properties;
 mod slots;
@@ -21,8 +44,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use remsim_daemon::LogFormat;
-use remsim_daemon::listen::{self, Policy, Shutdown};
+use remsim_daemon::listen::{self, Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
+use remsim_daemon::tls::{Reloading, ServerFiles};
 use rspro::client_link::ClientLinkConfig;
 use rspro::reconnect::ReconnectConfig;
 use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
@@ -177,6 +201,18 @@ struct Args {
     /// Keep-alive towards clients and the server.
     #[command(flatten)]
     keepalive: remsim_daemon::KeepaliveArgs,
+    /// Serve clients only from these networks and addresses
+    /// (comma-separated CIDRs); others are closed at accept.
+    #[arg(long, env = "REMSIM_RSPRO_ALLOW", value_parser = Allow::parse)]
+    rspro_allow: Option<Allow>,
+    /// TLS towards the server's TLS port and, on the client port, mutual
+    /// TLS with our clients (--tls-cert/--tls-key as our certificate,
+    /// client certificates checked against --tls-ca).
+    #[command(flatten)]
+    tls: remsim_daemon::TlsArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "REMSIM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn backend(args: &Args) -> anyhow::Result<card::Backend> {
@@ -251,6 +287,19 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    let (to_server_tls, clients_tls) = args.tls.on();
+    let clients_tls = if clients_tls {
+        let files = ServerFiles::from_options(
+            "client port",
+            args.tls.tls_cert.as_deref(),
+            args.tls.tls_key.as_deref(),
+            args.tls.tls_ca.as_deref(),
+        )?
+        .context("TLS on the client port needs --tls-cert and --tls-key (or --tls-links server)")?;
+        Some(Reloading::load("clients", files, &[])?)
+    } else {
+        None
+    };
     let listen = SocketAddr::new(args.bind_ip, args.bind_port);
     let listener = TcpListener::bind(listen)
         .await
@@ -265,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
         keepalive,
         reconnect: ReconnectConfig::default(),
         tolerate: Vec::new(),
+        upgrade: args.tls.upgrade()?.filter(|_| to_server_tls),
     };
     tokio::spawn(server_link::run(
         link,
@@ -273,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
         maps_tx,
     ));
 
+    let metrics = metrics::Metrics::new();
     let shared = Arc::new(worker::Shared {
         backend,
         maps: maps_rx,
@@ -281,9 +332,18 @@ async fn main() -> anyhow::Result<()> {
         keepalive: Some(keepalive),
         identify_timeout: args.identify_timeout,
         retry: args.card_retry,
+        tls: clients_tls.clone(),
+        metrics: metrics.clone(),
     });
     let (trigger, shutdown) = Shutdown::channel();
-    let policy = Policy::new("clients", args.max_connections);
+    if let Some(addr) = args.metrics_listen {
+        metrics::serve(addr, metrics, shutdown.clone()).await?;
+    }
+    if let Some(tls) = clients_tls {
+        tokio::spawn(reload_certificates(tls));
+    }
+    let policy = Policy::new("clients", args.max_connections)
+        .with_allow(args.rspro_allow.clone().unwrap_or_default());
     let clients = tokio::spawn(listen::serve(listener, policy, shutdown, move |accepted| {
         worker::serve(accepted, shared.clone())
     }));

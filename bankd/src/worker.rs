@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remsim_daemon::listen::{Accepted, Shutdown};
+use remsim_daemon::tls::Reloading;
 use rspro::keepalive::KeepaliveConfig;
 use rspro::link::{Connection, ConnectionConfig};
 use rspro::{Identity, Pdu};
@@ -17,6 +18,7 @@ use tracing::{debug, info};
 use crate::card::{Backend, Card, CardError};
 use crate::gsmtap::Gsmtap;
 use crate::maps::MapTable;
+use crate::metrics::Metrics;
 use crate::session::{Out, Session, State};
 
 /// What every client task shares.
@@ -30,6 +32,9 @@ pub struct Shared {
     pub identify_timeout: Duration,
     /// How often a card that could not be opened is tried again.
     pub retry: Duration,
+    /// Mutual TLS on the client port (our clients only); `None`: plain TCP.
+    pub tls: Option<Arc<Reloading>>,
+    pub metrics: Arc<Metrics>,
 }
 
 struct Worker {
@@ -43,10 +48,28 @@ struct Worker {
 /// released (PC/SC disconnect) either way.
 pub async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted {
-        stream, shutdown, ..
+        stream,
+        peer,
+        shutdown,
     } = accepted;
     let config = ConnectionConfig::bankd_worker().with_keepalive(shared.keepalive);
-    let conn = match Connection::new(stream, config).await {
+    let setup = match &shared.tls {
+        None => Connection::new(stream, config).await,
+        Some(tls) => {
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(error = %e, "TCP_NODELAY");
+            }
+            match tls.accept(stream).await {
+                Ok(stream) => Connection::over(Box::new(stream), peer, config).await,
+                Err(e) => {
+                    info!(error = %e, "TLS handshake with a client failed");
+                    return;
+                }
+            }
+        }
+    };
+    let _counted = shared.metrics.client();
+    let conn = match setup {
         Ok(c) => c,
         Err(e) => {
             debug!(error = %e, "client connection setup failed");
@@ -122,15 +145,27 @@ impl Worker {
                             self.card = Some(card);
                             Ok(atr)
                         }
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            self.shared.metrics.card_error(Some(bank), "open");
+                            Err(e)
+                        }
                     };
                     queue.extend(self.session.on_open(result));
                 }
                 Out::Transmit(apdu) => {
+                    let slot = self.session.bank();
                     let result = match self.card.as_mut() {
-                        Some(card) => card.transmit(&apdu).await,
+                        Some(card) => {
+                            let started = std::time::Instant::now();
+                            let result = card.transmit(&apdu).await;
+                            self.shared.metrics.apdu(slot, started.elapsed());
+                            result
+                        }
                         None => Err(CardError::NotPresent("card released".into())),
                     };
+                    if result.is_err() {
+                        self.shared.metrics.card_error(slot, "transmit");
+                    }
                     queue.extend(self.session.on_transmit(apdu, result));
                 }
                 Out::Reset(kind) => {
@@ -138,6 +173,9 @@ impl Worker {
                         Some(card) => card.reset(kind).await,
                         None => Err(CardError::NotPresent("card released".into())),
                     };
+                    if result.is_err() {
+                        self.shared.metrics.card_error(self.session.bank(), "reset");
+                    }
                     queue.extend(self.session.on_reset(result));
                 }
                 Out::Release => {

@@ -3,9 +3,11 @@
 //! all driven by the main state machine.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rspro::client_link::{ClientLink, ClientLinkConfig, ClientLinkEvent};
 use rspro::keepalive::KeepaliveConfig;
+use rspro::link::Upgrade;
 use rspro::reconnect::ReconnectConfig;
 use rspro::{ClientSlot, ComponentType, Identity, Msg, Pdu, ResultCode, RsproPdu};
 use tokio::sync::mpsc;
@@ -25,6 +27,9 @@ pub struct Config {
     pub keepalive: KeepaliveConfig,
     /// USB path and interface of a SIMtrace2 frontend, for the event script.
     pub usb: Option<(String, u8)>,
+    /// TLS towards our own server's TLS port and towards TLS bankds.
+    pub server_tls: Option<Arc<dyn Upgrade>>,
+    pub bankd_tls: Option<Arc<dyn Upgrade>>,
 }
 
 struct Driver {
@@ -52,6 +57,11 @@ fn link_config(
             vec![ResultCode::CardNotPresent]
         } else {
             Vec::new()
+        },
+        upgrade: if expect == ComponentType::RemsimBankd {
+            config.bankd_tls.clone()
+        } else {
+            config.server_tls.clone()
         },
     }
 }

@@ -154,6 +154,8 @@ struct Args {
     log_format: LogFormat,
     #[command(flatten)]
     keepalive: remsim_daemon::KeepaliveArgs,
+    #[command(flatten)]
+    tls: remsim_daemon::TlsArgs,
     #[command(subcommand)]
     frontend: Frontend,
 }
@@ -198,6 +200,15 @@ async fn main() -> anyhow::Result<()> {
         event_script: args.event_script.clone(),
         usb: None,
         keepalive: args.keepalive.config(),
+        server_tls: None,
+        bankd_tls: None,
+    };
+    let tls = args.tls.upgrade()?;
+    let (server_tls, bankd_tls) = args.tls.on();
+    let config = driver::Config {
+        server_tls: tls.clone().filter(|_| server_tls),
+        bankd_tls: tls.filter(|_| bankd_tls),
+        ..config
     };
     let mut config = config;
     let ((cmd_tx, event_rx), (cmd_rx, event_tx)) = frontend::channels();

@@ -45,6 +45,70 @@ impl KeepaliveArgs {
     }
 }
 
+/// `--tls-ca`, `--tls-cert`, `--tls-key`: RSPRO in TLS on every link the
+/// program opens, to TLS ports of our own server and bankds (C peers speak
+/// plain TCP only).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) that signed the server's and bankds'
+    /// certificates; turns TLS on for the links this program opens.
+    #[arg(long, env = "REMSIM_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Our certificate chain (PEM), for ports that require client
+    /// certificates (mutual TLS).
+    #[arg(long, env = "REMSIM_TLS_CERT", requires = "tls_key", global = true)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "REMSIM_TLS_KEY", requires = "tls_cert", global = true)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The name to check the peers' certificates against, instead of the
+    /// host or address connected to.
+    #[arg(long, env = "REMSIM_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
+    /// Which links use TLS once --tls-ca is given: the link to the server,
+    /// the one between client and bankd, or both.
+    #[arg(
+        long,
+        env = "REMSIM_TLS_LINKS",
+        value_enum,
+        default_value = "both",
+        global = true
+    )]
+    pub tls_links: TlsLinks,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsLinks {
+    /// Only the link to remsim-server.
+    Server,
+    /// Only the client ↔ bankd link.
+    Bankd,
+    #[default]
+    Both,
+}
+
+impl TlsArgs {
+    /// Whether TLS is on for the server link and for the client ↔ bankd link.
+    pub fn on(&self) -> (bool, bool) {
+        let on = self.tls_ca.is_some();
+        (
+            on && self.tls_links != TlsLinks::Bankd,
+            on && self.tls_links != TlsLinks::Server,
+        )
+    }
+
+    /// The TLS upgrade for client links, or `None` for plain TCP.
+    pub fn upgrade(&self) -> anyhow::Result<Option<std::sync::Arc<dyn rspro::link::Upgrade>>> {
+        let client = tls::Client::from_options(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_server_name.as_deref(),
+        )?;
+        Ok(client.map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn rspro::link::Upgrade>))
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     #[default]

@@ -285,6 +285,8 @@ mod tests {
             event_script: None,
             keepalive: rspro::keepalive::KeepaliveConfig::default(),
             usb: None,
+            server_tls: None,
+            bankd_tls: None,
         };
         tokio::spawn(crate::driver::run(config, cmd_tx, event_rx));
         let map = pb::CreateSlotmapRequest::new((1, 0), (23, 0));
