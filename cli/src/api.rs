@@ -1,14 +1,80 @@
 //! The gRPC side of remsimctl: connecting with timeouts, and turning
 //! failures into one-line messages and exit codes scripts can rely on.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
 
-pub type Client = RemsimServiceClient<Channel>;
+pub type Client = RemsimServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// How remsimctl proves who it is: a bearer token, a CA for the server's
+/// certificate, a client certificate.
+#[derive(Debug, Default, Clone)]
+pub struct Credentials {
+    /// The token itself (from --token-file or REMSIM_TOKEN).
+    pub token: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// Reads the token file, if any: the bare token, surrounding blanks
+    /// and a final newline ignored.
+    pub fn read_token_file(path: &std::path::Path) -> Result<String, Failure> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::invalid(format!("token file {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(Failure::invalid(format!(
+                "token file {}: expected one token, without spaces",
+                path.display()
+            )));
+        }
+        Ok(token.to_string())
+    }
+
+    fn tls(&self) -> Result<ClientTlsConfig, Failure> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| Failure::invalid(format!("{}: {e}", p.display())))
+        };
+        let mut tls = match &self.ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+            // No CA given: the system's, for a server behind a public certificate.
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?))
+            }
+            (None, None) => {}
+            _ => return Err(Failure::invalid("give both --cert and --key")),
+        }
+        Ok(tls)
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Exit codes (documented in the README and `--help`).
 pub const EXIT_FAILURE: u8 = 1;
@@ -64,12 +130,24 @@ impl From<Status> for Failure {
 /// by `timeout` (none for streams when `None`).
 pub async fn connect(
     server: &str,
+    credentials: &Credentials,
     connect_timeout: Duration,
     timeout: Option<Duration>,
 ) -> Result<Client, Failure> {
     let mut endpoint = Endpoint::from_shared(server.to_string())
         .map_err(|e| Failure::invalid(format!("server address {server:?}: {e}")))?
-        .connect_timeout(connect_timeout);
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    let https = server.starts_with("https://");
+    if https {
+        endpoint = endpoint
+            .tls_config(credentials.tls()?)
+            .map_err(|e| Failure::invalid(format!("TLS settings: {e}")))?;
+    } else if credentials.ca.is_some() || credentials.cert.is_some() {
+        return Err(Failure::invalid(
+            "--ca, --cert and --key need an https:// server address",
+        ));
+    }
     if let Some(t) = timeout {
         endpoint = endpoint.timeout(t);
     }
@@ -79,5 +157,18 @@ pub async fn connect(
             format!("cannot reach the server at {server}: {e}"),
         )
     })?;
-    Ok(RemsimServiceClient::new(channel))
+    let bearer = match &credentials.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| {
+                    Failure::invalid("the token holds characters a header cannot carry")
+                })?,
+        ),
+        None => None,
+    };
+    Ok(RemsimServiceClient::with_interceptor(
+        channel,
+        Bearer(bearer),
+    ))
 }

@@ -10,6 +10,7 @@ mod manage;
 mod output;
 mod pcap;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 invalid input, 3 not fo
 #[derive(Parser)]
 #[command(name = "remsimctl", version, about = "Operate and inspect remsim (remote SIM)", after_help = EXIT_CODES)]
 struct Cli {
-    /// The server's management API.
+    /// The server's management API (https:// for a TLS port).
     #[arg(
         long,
         global = true,
@@ -36,6 +37,29 @@ struct Cli {
         default_value = "http://127.0.0.1:9997"
     )]
     server: String,
+    /// A file holding the API token (just the token), sent as
+    /// "authorization: Bearer TOKEN".
+    #[arg(long, global = true, env = "REMSIM_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The API token itself (prefer --token-file: the environment of a
+    /// process can be read by others of the same user).
+    #[arg(
+        long,
+        global = true,
+        env = "REMSIM_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// CA certificate (PEM) of the server's TLS certificate (default: the system's CAs).
+    #[arg(long, global = true, env = "REMSIM_CA")]
+    ca: Option<PathBuf>,
+    /// Our client certificate (PEM), for a server that requires one.
+    #[arg(long, global = true, env = "REMSIM_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "REMSIM_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: Output,
@@ -85,7 +109,17 @@ async fn manage(cli: Cli) -> Result<(), api::Failure> {
         Command::Watch { .. } => None,
         _ => Some(cli.timeout),
     };
-    let client = api::connect(&cli.server, cli.connect_timeout, timeout).await?;
+    let token = match &cli.token_file {
+        Some(path) => Some(api::Credentials::read_token_file(path)?),
+        None => cli.token.clone(),
+    };
+    let credentials = api::Credentials {
+        token,
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    };
+    let client = api::connect(&cli.server, &credentials, cli.connect_timeout, timeout).await?;
     let mut ctx = manage::Ctx {
         client,
         json: cli.output == Output::Json,

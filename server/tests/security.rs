@@ -1,0 +1,333 @@
+//! The management port locked down, as operators reach it: remsimctl,
+//! grpcurl and plain HTTP with and without tokens (admin and read roles,
+//! health open, tokens re-read on SIGHUP and never logged), TLS and
+//! mutual TLS with certificates made in the test (a rotation picked up on
+//! SIGHUP), and the RSPRO allow-list.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::http::request;
+use common::*;
+use remsim_testing::pki::{Pki, arg};
+use remsim_testing::workspace_binary;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+const ADMIN: &str = "adm-7f3c9e21";
+const READER: &str = "rd-51ab0c44";
+
+fn remsimctl(server: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(workspace_binary("remsimctl"))
+        .args(["--server", server])
+        .args(args)
+        .env_remove("REMSIM_TOKEN")
+        .env_remove("REMSIM_TOKEN_FILE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("remsimctl runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn grpcurl_run(args: &[&str]) -> Output {
+    Command::new(grpcurl())
+        .args(args)
+        .output()
+        .expect("grpcurl runs")
+}
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).expect("write");
+    arg(path)
+}
+
+#[tokio::test]
+async fn without_a_valid_token_only_health_answers() {
+    let dir = TempDir::new("tokens");
+    let tokens = write(
+        &dir.path("tokens"),
+        &format!("# operators\nadmin:{ADMIN}\nread:{READER}\n"),
+    );
+    let admin_file = write(&dir.path("admin.token"), &format!("{ADMIN}\n"));
+    let read_file = write(&dir.path("read.token"), READER);
+    let db = dir.path("t.db");
+    // Server::start waits for SERVING through health: open without a token.
+    let server = Server::start_with(&db, &["--api-tokens", &tokens]).await;
+    let url = format!("http://{}", server.api);
+
+    // remsimctl: no token, a read token on a write, an admin token.
+    let out = remsimctl(&url, &["bank", "list"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("token is needed"), "{}", stderr(&out));
+    let out = remsimctl(&url, &["--token-file", &read_file, "bank", "list"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let create = ["slotmap", "create", "1:0", "23:0"];
+    let out = remsimctl(
+        &url,
+        &[&["--token-file", &read_file][..], &create].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("may only read"), "{}", stderr(&out));
+    let out = remsimctl(
+        &url,
+        &[&["--token-file", &admin_file][..], &create].concat(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remsimctl(&url, &["slotmap", "list"], &[("REMSIM_TOKEN", ADMIN)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remsimctl(
+        &url,
+        &["slotmap", "list"],
+        &[("REMSIM_TOKEN", "adm-7f3c9e2")],
+    );
+    assert_eq!(out.status.code(), Some(1), "a token's prefix is no token");
+
+    // grpcurl: reflection and calls need a token too; health does not.
+    let api = server.api.to_string();
+    let out = grpcurl_run(&["-plaintext", &api, "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Unauthenticated"), "{}", stderr(&out));
+    let read_header = format!("authorization: Bearer {READER}");
+    let admin_header = format!("authorization: Bearer {ADMIN}");
+    let out = grpcurl_run(&["-plaintext", "-H", &read_header, &api, "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map = r#"{"bank":{"bankId":2,"slotNr":0},"client":{"clientId":24,"slotNr":0}}"#;
+    let create = "remsim.v1.RemsimService/CreateSlotmap";
+    let out = grpcurl_run(&["-plaintext", "-H", &read_header, "-d", map, &api, create]);
+    assert!(
+        stderr(&out).contains("PermissionDenied"),
+        "{}",
+        stderr(&out)
+    );
+    let out = grpcurl_run(&["-plaintext", "-H", &admin_header, "-d", map, &api, create]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health without a token")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // HTTP: the C REST API and /metrics behind the same layer.
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (read, admin) = (bearer(READER), bearer(ADMIN));
+    let banks = "/api/backend/v1/banks";
+    let answer = request(server.api, "GET", banks, &[], b"").await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+    let answer = request(server.api, "GET", banks, &[("Authorization", &read)], b"").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let json = [
+        ("Authorization", read.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let body = br#"{"bank":{"bankId":3,"slotNr":0},"client":{"clientId":25,"slotNr":0}}"#;
+    let answer = request(server.api, "POST", "/api/backend/v1/slotmaps", &json, body).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    let json = [
+        ("Authorization", admin.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let answer = request(server.api, "POST", "/api/backend/v1/slotmaps", &json, body).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let answer = request(server.api, "GET", "/metrics", &[], b"").await;
+    assert_eq!(answer.status, 401);
+    let answer = request(
+        server.api,
+        "GET",
+        "/metrics",
+        &[("Authorization", &read)],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+
+    // SIGHUP: a new tokens file replaces the old one.
+    write(&dir.path("tokens"), "admin:adm-rotated-1\n");
+    server.hangup();
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let answer = request(server.api, "GET", banks, &[("Authorization", &read)], b"").await;
+        if answer.status == 401 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tokens not reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rotated = bearer("adm-rotated-1");
+    let answer = request(
+        server.api,
+        "GET",
+        banks,
+        &[("Authorization", &rotated)],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    // A broken file keeps the tokens in force.
+    write(&dir.path("tokens"), "root:nope\n");
+    server.hangup();
+    let log_has = |text: &str| Server::log(&db).contains(text);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !log_has("not reloaded") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reload failure not logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let answer = request(
+        server.api,
+        "GET",
+        banks,
+        &[("Authorization", &rotated)],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "the previous tokens stay");
+
+    let log = Server::log(&db);
+    for secret in [ADMIN, READER, "adm-rotated-1", "nope"] {
+        assert!(!log.contains(secret), "a token in the log");
+    }
+}
+
+fn tls_config(ca: &Path, client: Option<(&Path, &Path)>) -> ClientTlsConfig {
+    let read = |p: &Path| std::fs::read(p).expect("PEM");
+    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)));
+    match client {
+        Some((cert, key)) => config.identity(Identity::from_pem(read(cert), read(key))),
+        None => config,
+    }
+}
+
+#[tokio::test]
+async fn tls_and_client_certificates_on_the_management_port() {
+    let dir = TempDir::new("tls");
+    let first = Pki::new(&dir.0, "first");
+    // The server's files: the first PKI's, later overwritten by a rotation.
+    let cert = dir.path("served.pem");
+    let key = dir.path("served-key.pem");
+    std::fs::copy(&first.server_cert, &cert).expect("copy");
+    std::fs::copy(&first.server_key, &key).expect("copy");
+    let (cert_arg, key_arg, ca_arg) = (arg(&cert), arg(&key), arg(&first.ca));
+    let db = dir.path("t.db");
+    let tls = tls_config(&first.ca, Some((&first.client_cert, &first.client_key)));
+    let extra = [
+        "--api-tls-cert",
+        &cert_arg,
+        "--api-tls-key",
+        &key_arg,
+        "--api-client-ca",
+        &ca_arg,
+    ];
+    let server = Server::start_tls(&db, &extra, Some(tls)).await;
+    let https = format!("https://{}", server.api);
+    let (client_cert, client_key) = (arg(&first.client_cert), arg(&first.client_key));
+    let with_cert = [
+        "--ca",
+        &ca_arg,
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+    ];
+
+    let out = remsimctl(&https, &[&with_cert[..], &["bank", "list"]].concat(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without a client certificate, or in plain HTTP: nothing.
+    let out = remsimctl(&https, &["--ca", &ca_arg, "bank", "list"], &[]);
+    assert!(!out.status.success(), "served without a client certificate");
+    let out = remsimctl(&format!("http://{}", server.api), &["bank", "list"], &[]);
+    assert!(!out.status.success(), "served in plain HTTP");
+    // grpcurl with the same files.
+    let api = server.api.to_string();
+    let grpcurl_tls = [
+        "-cacert",
+        &ca_arg,
+        "-cert",
+        &client_cert,
+        "-key",
+        &client_key,
+    ];
+    let out = grpcurl_run(&[&grpcurl_tls[..], &[&api, "list"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("remsim.v1.RemsimService"));
+
+    // A rotation (cert-manager writes new files): SIGHUP, and the new
+    // certificate is served; the client CA is still the first PKI's.
+    let second = Pki::new(&dir.0, "second");
+    std::fs::copy(&second.server_key, &key).expect("copy");
+    std::fs::copy(&second.server_cert, &cert).expect("copy");
+    server.hangup();
+    let second_ca = arg(&second.ca);
+    let trusting_second = [
+        "--ca",
+        &second_ca,
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+    ];
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let out = remsimctl(
+            &https,
+            &[&trusting_second[..], &["bank", "list"]].concat(),
+            &[],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "certificate not reloaded: {}",
+            stderr(&out)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let out = remsimctl(&https, &[&with_cert[..], &["bank", "list"]].concat(), &[]);
+    assert!(!out.status.success(), "the old certificate is still served");
+}
+
+#[tokio::test]
+async fn rspro_from_outside_the_allow_list_is_closed_at_accept() {
+    let dir = TempDir::new("allow");
+    let db = dir.path("t.db");
+    let server = Server::start_with(&db, &["--rspro-allow", "192.0.2.0/24, 198.51.100.7"]).await;
+    let mut peer = Peer::connect(server.rspro).await;
+    peer.expect_closed().await;
+    let mut again = Peer::connect(server.rspro).await;
+    again.expect_closed().await;
+    let metrics = request(server.api, "GET", "/metrics", &[], b"").await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains(r#"remsim_server_connections_refused_total{port="rspro",reason="allow"} 2"#),
+        "{text}"
+    );
+    let log = Server::log(&db);
+    assert_eq!(
+        log.matches("outside the allow-list").count(),
+        1,
+        "logged once per address:\n{log}"
+    );
+
+    // Loopback allowed: a bankd is served.
+    let dir = TempDir::new("allow-lo");
+    let server = Server::start_with(&dir.path("t.db"), &["--rspro-allow", "127.0.0.0/8"]).await;
+    let _bankd = bankd(&server, 1, 8).await;
+}
