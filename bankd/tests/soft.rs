@@ -369,3 +369,87 @@ async fn two_hundred_clients_at_once() {
     }
     assert_eq!(iccids.len(), N as usize);
 }
+
+/// `GET /metrics` on the bankd's metrics port, as Prometheus scrapes it.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bankd\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(remsim_testing::GUARD, stream.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let answer = String::from_utf8(answer).expect("text");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn metrics_count_apdus_per_slot_and_clients() {
+    let sim = SimServer::new().await;
+    let metrics_port = remsim_testing::free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let bankd = Bankd::start(
+        sim.port,
+        &["--backend", "soft", "--metrics-listen", &listen],
+    )
+    .await;
+    let (mut server, ..) = sim.accept().await;
+    assert_eq!(map(&mut server, B0, C23).await, ResultCode::Ok);
+    let (mut client, _) = client(&bankd, C23).await;
+    expect_atr(&mut client, C23).await;
+    for _ in 0..3 {
+        assert_eq!(
+            apdu(&mut client, C23, B0, &h("a0a40000023f00")).await,
+            h("9f16")
+        );
+    }
+    let text = scrape(metrics_port).await;
+    for line in [
+        "remsim_bankd_apdus_total{slot=\"0\"} 3",
+        "remsim_bankd_apdu_seconds_count 3",
+        "remsim_bankd_clients_connected 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    drop(client);
+    // The session ends when the bankd sees the close: counted down then.
+    let deadline = tokio::time::Instant::now() + remsim_testing::GUARD;
+    while !scrape(metrics_port)
+        .await
+        .lines()
+        .any(|l| l == "remsim_bankd_clients_connected 0")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client not counted down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn clients_from_outside_the_allow_list_are_closed_at_accept() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(
+        sim.port,
+        &["--backend", "soft", "--rspro-allow", "192.0.2.0/24"],
+    )
+    .await;
+    let mut outsider = Peer::connect(bankd.addr()).await;
+    outsider.expect_closed().await;
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(
+        sim.port,
+        &["--backend", "soft", "--rspro-allow", "127.0.0.1"],
+    )
+    .await;
+    let (_client, result) = client(&bankd, C23).await;
+    assert_eq!(result, ResultCode::CardNotPresent, "served (no map yet)");
+}

@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use remsim_testing::{GUARD, Proc, free_port, start_server, start_soft_bankd};
+use remsim_testing::pki::{Pki, arg};
+use remsim_testing::{GUARD, Peer, Proc, c_frame, free_port, start_server, start_soft_bankd};
+use rspro::{Msg, ResultCode};
 use simcard::CardProfile;
 use simcard::card::default_atr;
 use simcard::fs::swapped_bcd;
+use tokio::io::AsyncReadExt;
 
 /// Short keep-alive: losses are noticed within the tests' time.
 const KEEPALIVE_1S: &[&str] = &["--keepalive-interval", "1s", "--keepalive-timeout", "1s"];
@@ -45,6 +48,53 @@ struct Shell {
 }
 
 impl Shell {
+    /// `remsim-client shell` as client 23:0 of the server at 127.0.0.1:`rspro`.
+    fn start(rspro: u16, extra: &[&str]) -> Shell {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-client"))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &rspro.to_string(),
+                "-c",
+                "23",
+                "-n",
+                "0",
+            ])
+            .args(extra)
+            .args([
+                "--keepalive-interval",
+                "1s",
+                "--keepalive-timeout",
+                "1s",
+                "shell",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("client starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let (event_tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = match line.strip_prefix("EVENT ") {
+                    Some(event) => event_tx.send(event.to_string()),
+                    None => tx.send(line),
+                };
+            }
+        });
+        Shell {
+            _proc: Proc(child),
+            stdin,
+            lines,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
     /// Waits for the next script call that starts with `wanted`; returns
     /// every call seen so far.
     fn wait_event(&mut self, wanted: &str) -> String {
@@ -156,51 +206,7 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         "#!/bin/sh\necho \"EVENT $1 $REMSIM_CAUSE $REMSIM_CLIENT_SLOT $REMSIM_BANKD_SLOT\"\n",
     )
     .expect("script");
-    let script_cmd = format!("sh {}", script.display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-client"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &rspro.to_string(),
-            "-c",
-            "23",
-            "-n",
-            "0",
-            "-e",
-            &script_cmd,
-        ])
-        .args([
-            "--keepalive-interval",
-            "1s",
-            "--keepalive-timeout",
-            "1s",
-            "shell",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("client starts");
-    let stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, lines) = std::sync::mpsc::channel();
-    let (event_tx, events) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = match line.strip_prefix("EVENT ") {
-                Some(event) => event_tx.send(event.to_string()),
-                None => tx.send(line),
-            };
-        }
-    });
-    let mut shell = Shell {
-        _proc: Proc(child),
-        stdin,
-        lines,
-        events,
-        seen: Vec::new(),
-    };
+    let mut shell = Shell::start(rspro, &["-e", &format!("sh {}", script.display())]);
 
     // A C-APDU typed before there is a card waits for one.
     writeln!(shell.stdin, "00a4000c022fe2").expect("stdin");
@@ -280,5 +286,115 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         log.contains("event-bankd-connect event-bankd-connect 23:0 1:1"),
         "{log}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// RSPRO in mutual TLS between our own components: the server's TLS port
+/// and a TLS bankd, both requiring client certificates of the test CA;
+/// the client reads its card through them, while a C bankd is served on
+/// the server's plain port and plain peers get nothing from TLS ports.
+#[tokio::test]
+async fn mutual_tls_between_our_components_beside_plain_c_peers() {
+    let dir = std::env::temp_dir().join(format!("client-e2e-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pki = Pki::new(&dir, "rspro");
+    let (ca, cert, key) = (arg(&pki.ca), arg(&pki.server_cert), arg(&pki.server_key));
+    let (client_cert, client_key) = (arg(&pki.client_cert), arg(&pki.client_key));
+    let (rspro, tls_port, api_port, bankd_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let server_tls = [
+        "--rspro-tls-listen",
+        &tls_listen,
+        "--rspro-tls-cert",
+        &cert,
+        "--rspro-tls-key",
+        &key,
+        "--rspro-tls-client-ca",
+        &ca,
+    ];
+    let _server = start_server(
+        &dir.join("remsim.db"),
+        rspro,
+        api_port,
+        &[KEEPALIVE_1S, &server_tls].concat(),
+    );
+    let mut api = connect_api(api_port).await;
+    // Our bankd: TLS to the server's TLS port, mutual TLS towards clients.
+    let bankd_tls = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let _bankd = start_soft_bankd(
+        tls_port,
+        2,
+        4,
+        bankd_port,
+        &[KEEPALIVE_1S, &bankd_tls].concat(),
+    );
+
+    // Once it is connected over TLS, its client port is open too.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !api
+        .get_bank(pb::GetBankRequest { bank_id: 2 })
+        .await
+        .is_ok_and(|b| b.into_inner().connected)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the TLS bankd did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A C bankd on the plain port, with osmo-remsim-bankd's own frame.
+    let mut c_bankd = Peer::connect(format!("127.0.0.1:{rspro}").parse().expect("addr")).await;
+    c_bankd
+        .send_raw(&c_frame("connectBankReq", "bankd -> server"))
+        .await;
+    let res = c_bankd.recv().await;
+    let Msg::ConnectBankRes(r) = res.msg else {
+        panic!("{res:?}")
+    };
+    assert_eq!(r.result, ResultCode::Ok, "the C bankd is served");
+    // Plain RSPRO on the TLS ports: at most a TLS alert, then the close.
+    for port in [tls_port, bankd_port] {
+        let mut plain = Peer::connect(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+        plain
+            .send_raw(&c_frame("connectClientReq", "client -> bankd"))
+            .await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(GUARD, plain.into_stream().read_to_end(&mut answer))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        const TLS_ALERT: u8 = 0x15;
+        assert!(
+            answer.is_empty() || answer[0] == TLS_ALERT,
+            "port {port} answered plain RSPRO: {answer:02x?}"
+        );
+    }
+
+    api.set_bank_endpoint(pb::SetBankEndpointRequest {
+        bank_id: 2,
+        endpoint: format!("127.0.0.1:{bankd_port}"),
+    })
+    .await
+    .expect("endpoint");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((2, 0), (23, 0)))
+        .await
+        .expect("map");
+    let client_tls = [
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &client_cert,
+        "--tls-key",
+        &client_key,
+    ];
+    let mut shell = Shell::start(tls_port, &client_tls);
+    shell.expect_atr(&[0x3B, 0x00]);
+    shell.expect_atr(&default_atr());
+    assert_eq!(shell.apdu("00a4000c022fe2"), vec![0x90, 0x00]);
+    let mut iccid = swapped_bcd(&CardProfile::generated(2 * 1024).iccid, 10);
+    iccid.extend_from_slice(&[0x90, 0x00]);
+    assert_eq!(shell.apdu("00b000000a"), iccid, "the card of bank 2 slot 0");
     let _ = std::fs::remove_dir_all(&dir);
 }
