@@ -310,3 +310,76 @@ pub fn hangups() -> anyhow::Result<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
     signal(SignalKind::hangup()).context("SIGHUP handler")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remsim_testing::pki::Pki;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("remsim-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[test]
+    fn a_rotation_on_disk_is_picked_up_and_a_broken_one_keeps_the_old_pair() {
+        let dir = temp_dir("rotate");
+        let (first, second) = (Pki::new(&dir, "first"), Pki::new(&dir, "second"));
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::copy(&first.server_cert, &cert).expect("copy");
+        std::fs::copy(&first.server_key, &key).expect("copy");
+        let files = ServerFiles::from_options("test", Some(&cert), Some(&key), None)
+            .expect("options")
+            .expect("TLS on");
+        let tls = Reloading::load("test", files, &[]).expect("loads");
+        assert!(!tls.reload_if_changed(), "nothing changed on disk");
+
+        // A half-written rotation: the new key beside the old certificate.
+        std::fs::copy(&second.server_key, &key).expect("copy");
+        let before = Arc::as_ptr(&tls.current.read().expect("lock").clone());
+        assert!(
+            !tls.reload_if_changed(),
+            "a key that does not fit is refused"
+        );
+        assert_eq!(
+            Arc::as_ptr(&tls.current.read().expect("lock").clone()),
+            before
+        );
+        // The rotation completes: picked up, and only once.
+        std::fs::copy(&second.server_cert, &cert).expect("copy");
+        assert!(tls.reload_if_changed());
+        assert_ne!(
+            Arc::as_ptr(&tls.current.read().expect("lock").clone()),
+            before
+        );
+        assert!(!tls.reload_if_changed());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn options_name_what_is_missing() {
+        let p = Path::new("x.pem");
+        assert!(
+            ServerFiles::from_options("t", None, None, None)
+                .expect("ok")
+                .is_none()
+        );
+        assert!(ServerFiles::from_options("t", Some(p), None, None).is_err());
+        assert!(ServerFiles::from_options("t", None, None, Some(p)).is_err());
+        assert!(Client::from_options(None, Some(p), Some(p), None).is_err());
+        assert!(
+            Client::from_options(None, None, None, None)
+                .expect("ok")
+                .is_none()
+        );
+        let e = ServerFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            client_ca: None,
+        }
+        .config(&[])
+        .expect_err("no files");
+        assert!(format!("{e:#}").contains("/nonexistent/cert.pem"), "{e:#}");
+    }
+}

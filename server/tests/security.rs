@@ -331,3 +331,72 @@ async fn rspro_from_outside_the_allow_list_is_closed_at_accept() {
     let server = Server::start_with(&dir.path("t.db"), &["--rspro-allow", "127.0.0.0/8"]).await;
     let _bankd = bankd(&server, 1, 8).await;
 }
+
+/// The log lines of a server started with `args` up to its "listening" line.
+fn start_log(dir: &TempDir, args: &[&str]) -> Vec<String> {
+    use std::io::BufRead;
+    let db = arg(&dir.path("t.db"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-server"))
+        .args([
+            "--rspro-listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--log-format",
+            "json",
+        ])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.contains("\"listening\""))
+    {
+        let line = rx
+            .recv_timeout(GUARD)
+            .expect("a log line before the listening one");
+        lines.push(line);
+    }
+    remsim_testing::Proc(child).terminate();
+    lines
+}
+
+#[test]
+fn an_open_management_port_without_authentication_is_warned_about_once() {
+    let dir = TempDir::new("warn");
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("without authentication"))
+            .count()
+    };
+    assert_eq!(warned(&start_log(&dir, &["--api-listen", "0.0.0.0:0"])), 1);
+    assert_eq!(
+        warned(&start_log(&dir, &["--api-listen", "127.0.0.1:0"])),
+        0
+    );
+    let tokens = write(&dir.path("tokens"), "admin:x1\n");
+    let with_tokens = start_log(
+        &dir,
+        &["--api-listen", "0.0.0.0:0", "--api-tokens", &tokens],
+    );
+    assert_eq!(warned(&with_tokens), 0);
+    assert!(with_tokens.iter().any(|l| l.contains("API tokens loaded")));
+    assert!(
+        !with_tokens
+            .iter()
+            .any(|l| l.contains("x1\"") || l.contains(":x1"))
+    );
+}
