@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::serve::ListenerExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -94,12 +93,6 @@ impl Metrics {
         self.clients.inc();
         ClientGuard(self.clone())
     }
-
-    fn render(&self) -> Result<String, std::fmt::Error> {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
-    }
 }
 
 pub struct ClientGuard(Arc<Metrics>);
@@ -111,21 +104,7 @@ impl Drop for ClientGuard {
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
-    match metrics.render() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not encode metrics\n",
-        )
-            .into_response(),
-    }
+    remsim_daemon::exposition::response(&metrics.registry)
 }
 
 /// Binds `addr` and serves `/metrics` until shutdown.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remsim_daemon::listen::{Accepted, Shutdown};
-use remsim_daemon::tls::Reloading;
+use remsim_daemon::tls::{self, Reloading};
 use rspro::keepalive::KeepaliveConfig;
 use rspro::link::{Connection, ConnectionConfig};
 use rspro::{Identity, Pdu};
@@ -53,21 +53,7 @@ pub async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         shutdown,
     } = accepted;
     let config = ConnectionConfig::bankd_worker().with_keepalive(shared.keepalive);
-    let setup = match &shared.tls {
-        None => Connection::new(stream, config).await,
-        Some(tls) => {
-            if let Err(e) = stream.set_nodelay(true) {
-                debug!(error = %e, "TCP_NODELAY");
-            }
-            match tls.accept(stream).await {
-                Ok(stream) => Connection::over(Box::new(stream), peer, config).await,
-                Err(e) => {
-                    info!(error = %e, "TLS handshake with a client failed");
-                    return;
-                }
-            }
-        }
-    };
+    let setup = tls::rspro_connection(stream, peer, shared.tls.as_deref(), config).await;
     let _counted = shared.metrics.client();
     let conn = match setup {
         Ok(c) => c,

@@ -2,6 +2,7 @@
 //! people or (`--log-format json`) for Kubernetes, the keep-alive options,
 //! and waiting for SIGTERM or SIGINT.
 
+pub mod exposition;
 pub mod listen;
 pub mod tls;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use rspro::link::{BoxedTransport, Upgrade, Upgrading};
+use rspro::link::{BoxedTransport, Connection, ConnectionConfig, LinkError, Upgrade, Upgrading};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -216,6 +216,25 @@ impl Reloading {
             )),
         }
     }
+}
+
+/// Takes over an accepted socket for RSPRO: as it is, or after a TLS
+/// handshake (bounded; a failure is logged, as it means a peer or a
+/// certificate to fix).
+pub async fn rspro_connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<&Reloading>,
+    config: ConnectionConfig,
+) -> Result<Connection, LinkError> {
+    let Some(tls) = tls else {
+        return Connection::new(stream, config).await;
+    };
+    stream.set_nodelay(true)?;
+    let stream = tls.accept(stream).await.inspect_err(|e| {
+        info!(%peer, error = %e, "TLS handshake failed");
+    })?;
+    Connection::over(Box::new(stream), peer, config).await
 }
 
 /// How often certificate files are checked for a rotation (SIGHUP reloads at once).

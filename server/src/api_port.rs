@@ -13,13 +13,12 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use remsim_daemon::listen::{Backoff, Policy, Shutdown, next_connection};
+use remsim_daemon::listen::{self, Accepted, Policy, Shutdown};
 use remsim_daemon::tls::Reloading;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{debug, warn};
 
 /// How long an HTTP/1.1 caller may take to send its request headers.
 const HEADER_BOUND: Duration = Duration::from_secs(10);
@@ -31,7 +30,7 @@ pub async fn serve(
     policy: Policy,
     tls: Option<Arc<Reloading>>,
     app: Router,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let mut http = Builder::new(TokioExecutor::new());
     http.http1()
@@ -41,59 +40,65 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
     let http = Arc::new(http);
-    let graceful = GracefulShutdown::new();
-    let mut backoff = Backoff::default();
-    let port = policy.port;
-    loop {
-        let (stream, peer, place) = tokio::select! {
-            next = next_connection(&listener, &policy, &mut backoff) => next,
-            _ = shutdown.wait() => break,
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            warn!(port, %peer, error = %e, "TCP_NODELAY");
-        }
-        let app = app.clone();
-        let http = http.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let connection = async move {
-            // Handlers see the caller's address (ConnectInfo), as with axum::serve.
-            let service = TowerToHyperService::new(app.map_request(
-                move |mut request: axum::http::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    request
-                },
-            ));
-            let served = match tls {
-                None => {
-                    let io = TokioIo::new(stream);
-                    let conn = http.serve_connection_with_upgrades(io, service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => {
-                        let conn =
-                            http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "TLS handshake failed");
-                        return drop(place);
-                    }
-                },
-            };
-            if let Err(e) = served {
-                debug!(error = %e, "connection ended");
-            }
-            drop(place);
-        };
-        tokio::spawn(connection.instrument(info_span!("conn", port, %peer)));
+    listen::serve(listener, policy, shutdown, move |accepted| {
+        connection(accepted, app.clone(), http.clone(), tls.clone())
+    })
+    .await;
+}
+
+async fn connection(
+    accepted: Accepted,
+    app: Router,
+    http: Arc<Builder<TokioExecutor>>,
+    tls: Option<Arc<Reloading>>,
+) {
+    let Accepted {
+        stream,
+        peer,
+        shutdown,
+    } = accepted;
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(error = %e, "TCP_NODELAY");
     }
-    if tokio::time::timeout(policy.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!(port, bound = ?policy.drain, "requests still running after the shutdown bound");
+    match tls {
+        None => serve_http(&http, TokioIo::new(stream), app, peer, shutdown).await,
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => serve_http(&http, TokioIo::new(stream), app, peer, shutdown).await,
+            // Scanners and probes without TLS end here: not worth a log line each.
+            Err(e) => debug!(error = %e, "TLS handshake failed"),
+        },
+    }
+}
+
+/// Serves one connection; on shutdown it finishes the requests it has
+/// (HTTP/2 GOAWAY, HTTP/1.1 close after the answer).
+async fn serve_http<I>(
+    http: &Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    app: Router,
+    peer: SocketAddr,
+    mut shutdown: Shutdown,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Handlers see the caller's address (ConnectInfo), as with axum::serve.
+    let service = TowerToHyperService::new(app.map_request(
+        move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        },
+    ));
+    let conn = http.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        debug!(error = %e, "connection ended");
     }
 }
 

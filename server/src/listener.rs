@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use remsim_daemon::listen::{self, Accepted, Policy, Shutdown};
-use remsim_daemon::tls::Reloading;
+use remsim_daemon::tls::{self, Reloading};
 use rspro::keepalive::KeepaliveConfig;
-use rspro::link::{Connection, ConnectionConfig, Inbound, LinkError};
+use rspro::link::{ConnectionConfig, Inbound, LinkError};
 use rspro::{Decoded, Pdu};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -60,21 +60,7 @@ async fn connection(accepted: Accepted, port: Port) {
     } = port;
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let config = ConnectionConfig::server().with_keepalive(Some(keepalive));
-    let setup = match tls {
-        None => Connection::new(stream, config).await,
-        Some(tls) => {
-            if let Err(e) = stream.set_nodelay(true) {
-                debug!(error = %e, "TCP_NODELAY");
-            }
-            match tls.accept(stream).await {
-                Ok(stream) => Connection::over(Box::new(stream), peer, config).await,
-                Err(e) => {
-                    info!(error = %e, "TLS handshake failed");
-                    return;
-                }
-            }
-        }
-    };
+    let setup = tls::rspro_connection(stream, peer, tls.as_deref(), config).await;
     let mut conn = match setup {
         Ok(c) => c,
         Err(e) => {

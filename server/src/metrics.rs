@@ -165,8 +165,8 @@ impl Metrics {
         self.api.get_or_create(&ApiLabels { method, code }).inc();
     }
 
-    /// The text exposition, after reading the gauges.
-    fn render(&self, snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
+    /// Sets the gauges read at scrape time.
+    fn set_gauges(&self, snapshot: &Snapshot) {
         self.bankds.set(snapshot.bankds);
         self.clients.set(snapshot.clients);
         for (state, count) in &snapshot.maps {
@@ -187,9 +187,6 @@ impl Metrics {
                 }
             }
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
     }
 }
 
@@ -274,21 +271,8 @@ pub async fn scrape(
         )
             .into_response();
     };
-    match metrics.render(&snapshot) {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not encode metrics\n",
-        )
-            .into_response(),
-    }
+    metrics.set_gauges(&snapshot);
+    remsim_daemon::exposition::response(&metrics.registry)
 }
 
 #[cfg(test)]
