@@ -9,28 +9,6 @@ mod maps;
 mod metrics;
 mod server_link;
 mod session;
-/// Re-reads the client port's certificate on SIGHUP or when its files change.
-async fn reload_certificates(tls: Arc<Reloading>) {
-    let mut hangups = match remsim_daemon::tls::hangups() {
-        Ok(h) => h,
-        Err(e) => {
-            warn!(error = %e, "no SIGHUP reload");
-            return;
-        }
-    };
-    let mut check = tokio::time::interval(remsim_daemon::tls::RELOAD_CHECK);
-    loop {
-        tokio::select! {
-            _ = hangups.recv() => {
-                tls.reload();
-            }
-            _ = check.tick() => {
-                tls.reload_if_changed();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod session_properties;
 mod slots;
@@ -43,10 +21,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use remsim_daemon::LogFormat;
 use remsim_daemon::listen::{self, Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
 use remsim_daemon::tls::{Reloading, ServerFiles};
+use remsim_daemon::{LogFormat, Reload};
 use rspro::client_link::ClientLinkConfig;
 use rspro::reconnect::ReconnectConfig;
 use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
@@ -339,9 +317,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         metrics::serve(addr, metrics, shutdown.clone()).await?;
     }
-    if let Some(tls) = clients_tls {
-        tokio::spawn(reload_certificates(tls));
-    }
+    // Installed in any case: SIGHUP must not end a bankd (its default action).
+    let reloadable = clients_tls.into_iter().map(|t| t as Arc<dyn Reload>);
+    tokio::spawn(remsim_daemon::reload_on_hangup(reloadable.collect()));
     let policy = Policy::new("clients", args.max_connections)
         .with_allow(args.rspro_allow.clone().unwrap_or_default());
     let clients = tokio::spawn(listen::serve(listener, policy, shutdown, move |accepted| {

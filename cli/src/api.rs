@@ -117,13 +117,38 @@ impl From<Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded => EXIT_UNREACHABLE,
             _ => EXIT_FAILURE,
         };
-        let message = if s.message().is_empty() {
+        let mut message = if s.message().is_empty() {
             format!("{:?}", s.code())
         } else {
             s.message().to_string()
         };
+        // A transport failure (a refused certificate, say) is in the sources.
+        if let Some(source) = std::error::Error::source(&s) {
+            let more = causes(source);
+            if more.starts_with(&message) {
+                message = more;
+            } else if !message.contains(&more) {
+                message = format!("{message}: {more}");
+            }
+        }
         Failure::new(code, message)
     }
+}
+
+/// An error and its causes, outermost first: tonic's "transport error"
+/// alone does not say that a certificate was refused, its sources do.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Connects to the server, within `connect_timeout`; each request is bounded
@@ -154,7 +179,7 @@ pub async fn connect(
     let channel = endpoint.connect().await.map_err(|e| {
         Failure::new(
             EXIT_UNREACHABLE,
-            format!("cannot reach the server at {server}: {e}"),
+            format!("cannot reach the server at {server}: {}", causes(&e)),
         )
     })?;
     let bearer = match &credentials.token {

@@ -133,6 +133,48 @@ pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Something SIGHUP re-reads from disk (certificates, tokens).
+pub trait Reload: Send + Sync {
+    /// Reads the files again now.
+    fn reload(&self);
+    /// Reads them again if they changed on disk since the last read.
+    fn reload_if_changed(&self);
+}
+
+/// Re-reads `items` on SIGHUP, and those whose files changed every
+/// [`tls::RELOAD_CHECK`] (cert-manager rotates files without a signal).
+/// Run by every daemon, even with nothing to reload: SIGHUP's default
+/// action would end the program.
+pub async fn reload_on_hangup(items: Vec<std::sync::Arc<dyn Reload>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler");
+            return;
+        }
+    };
+    let mut check = tokio::time::interval(tls::RELOAD_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                if items.is_empty() {
+                    tracing::info!("SIGHUP: nothing to reload");
+                }
+                for item in &items {
+                    item.reload();
+                }
+            }
+            _ = check.tick() => {
+                for item in &items {
+                    item.reload_if_changed();
+                }
+            }
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};

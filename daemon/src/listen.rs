@@ -113,6 +113,19 @@ impl Allow {
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
+
+    /// Whether the list is empty (everyone admitted).
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// The same networks with counts of its own, for another port.
+    pub fn for_another_port(&self) -> Allow {
+        Allow {
+            nets: self.nets.clone(),
+            ..Allow::default()
+        }
+    }
 }
 
 /// An IPv4 peer on a dual-stack socket shows as `::ffff:a.b.c.d`; the

@@ -170,7 +170,7 @@ impl Reloading {
 
     /// Reads the files again. A broken new pair (a half-written rotation)
     /// is logged and the old configuration kept.
-    pub fn reload(&self) -> bool {
+    pub fn reload_now(&self) -> bool {
         let stamp = self.files.stamp();
         match self.files.config(&self.alpn) {
             Ok(config) => {
@@ -196,10 +196,10 @@ impl Reloading {
     }
 
     /// Reloads when a file changed on disk since the last load.
-    pub fn reload_if_changed(&self) -> bool {
+    pub fn reload_when_changed(&self) -> bool {
         let now = self.files.stamp();
         let changed = self.stamp.lock().map(|last| *last != now).unwrap_or(true);
-        changed && self.reload()
+        changed && self.reload_now()
     }
 
     /// Completes a handshake on an accepted socket, within the bound.
@@ -237,14 +237,76 @@ pub async fn rspro_connection(
     Connection::over(Box::new(stream), peer, config).await
 }
 
+impl crate::Reload for Reloading {
+    fn reload(&self) {
+        self.reload_now();
+    }
+
+    fn reload_if_changed(&self) {
+        self.reload_when_changed();
+    }
+}
+
 /// How often certificate files are checked for a rotation (SIGHUP reloads at once).
 pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
 
-/// The client side of our TLS links: the CA that signs our servers'
-/// certificates, and our own certificate when the server asks for one.
-#[derive(Clone)]
+/// What files were stamped with when read: a rotation changes them.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp_of(paths: &[&Path]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// The client side's files: the CA of our servers' certificates, and our
+/// own certificate for ports that require one.
+#[derive(Debug, Clone)]
+struct ClientFiles {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientFiles {
+    fn paths(&self) -> Vec<&Path> {
+        let mut paths = vec![self.ca.as_path()];
+        if let Some((cert, key)) = &self.identity {
+            paths.extend([cert.as_path(), key.as_path()]);
+        }
+        paths
+    }
+
+    fn connector(&self) -> anyhow::Result<TlsConnector> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots(&self.ca)?);
+        let config = match &self.identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+                .with_context(|| {
+                    format!(
+                        "{} and {} are not a certificate and its key",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(TlsConnector::from(Arc::new(config)))
+    }
+}
+
+/// The client side of our TLS links. Its files are read again at the next
+/// connect after they change, so a rotated client certificate needs no restart.
 pub struct Client {
-    connector: TlsConnector,
+    files: ClientFiles,
+    current: Mutex<(Stamp, TlsConnector)>,
     /// Checked instead of the configured host (an address in a certificate
     /// made for a name, say).
     server_name: Option<ServerName<'static>>,
@@ -267,23 +329,17 @@ impl Client {
             }
             return Ok(None);
         };
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_root_certificates(roots(ca)?);
-        let config = match (cert, key) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(certificates(cert)?, private_key(key)?)
-                .with_context(|| {
-                    format!(
-                        "{} and {} are not a certificate and its key",
-                        cert.display(),
-                        key.display()
-                    )
-                })?,
-            (None, None) => builder.with_no_client_auth(),
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert.to_owned(), key.to_owned())),
+            (None, None) => None,
             _ => anyhow::bail!("give both --tls-cert and --tls-key"),
         };
+        let files = ClientFiles {
+            ca: ca.to_owned(),
+            identity,
+        };
+        let stamp = stamp_of(&files.paths());
+        let connector = files.connector()?;
         let server_name = server_name
             .map(|n| {
                 ServerName::try_from(n.to_owned())
@@ -291,15 +347,37 @@ impl Client {
             })
             .transpose()?;
         Ok(Some(Client {
-            connector: TlsConnector::from(Arc::new(config)),
+            files,
+            current: Mutex::new((stamp, connector)),
             server_name,
         }))
+    }
+
+    /// The connector for the next connect, rebuilt first if the files
+    /// changed; a broken rotation keeps the previous one (and is tried again).
+    fn connector(&self) -> TlsConnector {
+        let now = stamp_of(&self.files.paths());
+        // A panic elsewhere cannot leave the pair half-written: take it as it is.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.0 != now {
+            match self.files.connector() {
+                Ok(connector) => {
+                    info!(ca = %self.files.ca.display(), "TLS client files reloaded");
+                    *current = (now, connector);
+                }
+                Err(e) => warn!(
+                    error = format!("{e:#}"),
+                    "TLS client files changed but do not load; keeping the previous ones"
+                ),
+            }
+        }
+        current.1.clone()
     }
 }
 
 impl Upgrade for Client {
     fn upgrade(&self, tcp: TcpStream, host: &str) -> Upgrading {
-        let connector = self.connector.clone();
+        let connector = self.connector();
         let name = match &self.server_name {
             Some(name) => Ok(name.clone()),
             None => ServerName::try_from(host.to_owned()).map_err(|_| {
@@ -324,12 +402,6 @@ impl Upgrade for Client {
     }
 }
 
-/// Waits for SIGHUP, the signal to re-read certificates and tokens.
-pub fn hangups() -> anyhow::Result<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    signal(SignalKind::hangup()).context("SIGHUP handler")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,13 +424,13 @@ mod tests {
             .expect("options")
             .expect("TLS on");
         let tls = Reloading::load("test", files, &[]).expect("loads");
-        assert!(!tls.reload_if_changed(), "nothing changed on disk");
+        assert!(!tls.reload_when_changed(), "nothing changed on disk");
 
         // A half-written rotation: the new key beside the old certificate.
         std::fs::copy(&second.server_key, &key).expect("copy");
         let before = Arc::as_ptr(&tls.current.read().expect("lock").clone());
         assert!(
-            !tls.reload_if_changed(),
+            !tls.reload_when_changed(),
             "a key that does not fit is refused"
         );
         assert_eq!(
@@ -367,12 +439,12 @@ mod tests {
         );
         // The rotation completes: picked up, and only once.
         std::fs::copy(&second.server_cert, &cert).expect("copy");
-        assert!(tls.reload_if_changed());
+        assert!(tls.reload_when_changed());
         assert_ne!(
             Arc::as_ptr(&tls.current.read().expect("lock").clone()),
             before
         );
-        assert!(!tls.reload_if_changed());
+        assert!(!tls.reload_when_changed());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

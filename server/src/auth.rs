@@ -2,10 +2,12 @@
 //! (`admin` or `read`) from a file (`--api-tokens`, re-read on SIGHUP),
 //! checked by one layer in front of gRPC, the C REST API and `/metrics`.
 //! Health stays open for Kubernetes probes, which send no headers.
-//! Tokens are compared in constant time and never logged.
+//! Tokens are kept as SHA-256 digests, compared in constant time (so not
+//! even their length shows in the timing) and never logged.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use axum::body::Body;
@@ -60,10 +62,18 @@ pub fn access(method: &Method, path: &str) -> Access {
     }
 }
 
-/// The tokens of a tokens file.
+type Digest = [u8; 32];
+
+fn digest(token: &[u8]) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token).as_ref());
+    out
+}
+
+/// The tokens of a tokens file, as digests.
 #[derive(Default)]
 pub struct Tokens {
-    entries: Vec<(Role, Vec<u8>)>,
+    entries: Vec<(Role, Digest)>,
 }
 
 impl Tokens {
@@ -93,7 +103,7 @@ impl Tokens {
             if token.is_empty() || token.chars().any(char::is_whitespace) {
                 return Err(format!("line {at}: the token is empty or holds spaces"));
             }
-            entries.push((role, token.as_bytes().to_vec()));
+            entries.push((role, digest(token.as_bytes())));
         }
         if entries.is_empty() {
             return Err("no token in the file: nobody could use the API".into());
@@ -104,9 +114,10 @@ impl Tokens {
     /// The role of a presented token. Every entry is compared, each in
     /// constant time, so the answer's timing tells nothing of the tokens.
     pub fn role(&self, presented: &[u8]) -> Option<Role> {
+        let presented = digest(presented);
         let mut found = None;
         for (role, token) in &self.entries {
-            if bool::from(token.as_slice().ct_eq(presented)) && found.is_none() {
+            if bool::from(token.ct_eq(&presented)) && found.is_none() {
                 found = Some(*role);
             }
         }
@@ -122,6 +133,13 @@ impl Tokens {
 pub struct Auth {
     file: Option<PathBuf>,
     tokens: RwLock<Arc<Tokens>>,
+    /// The file as last read, to notice a change (a rotated Secret).
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl Auth {
@@ -130,15 +148,18 @@ impl Auth {
         Arc::new(Auth {
             file: None,
             tokens: RwLock::default(),
+            stamp: Mutex::default(),
         })
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Arc<Auth>> {
+        let read_at = stamp(path);
         let tokens = read(path)?;
         info!(file = %path.display(), tokens = tokens.len(), "API tokens loaded");
         Ok(Arc::new(Auth {
             file: Some(path.to_owned()),
             tokens: RwLock::new(Arc::new(tokens)),
+            stamp: Mutex::new(read_at),
         }))
     }
 
@@ -147,14 +168,18 @@ impl Auth {
     }
 
     /// Re-reads the tokens file; a broken file keeps the previous tokens.
-    pub fn reload(&self) {
+    fn reload_now(&self) {
         let Some(path) = &self.file else { return };
+        let read_at = stamp(path);
         match read(path) {
             Ok(tokens) => {
                 info!(file = %path.display(), tokens = tokens.len(), "API tokens reloaded");
                 match self.tokens.write() {
                     Ok(mut t) => *t = Arc::new(tokens),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(tokens),
+                }
+                if let Ok(mut last) = self.stamp.lock() {
+                    *last = read_at;
                 }
             }
             Err(e) => {
@@ -163,10 +188,30 @@ impl Auth {
         }
     }
 
+    fn changed_on_disk(&self) -> bool {
+        let Some(path) = &self.file else {
+            return false;
+        };
+        let now = stamp(path);
+        self.stamp.lock().map(|last| *last != now).unwrap_or(true)
+    }
+
     fn tokens(&self) -> Arc<Tokens> {
         match self.tokens.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl remsim_daemon::Reload for Auth {
+    fn reload(&self) {
+        self.reload_now();
+    }
+
+    fn reload_if_changed(&self) {
+        if self.changed_on_disk() {
+            self.reload_now();
         }
     }
 }

@@ -26,10 +26,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
-use remsim_daemon::LogFormat;
 use remsim_daemon::listen::{Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
-use remsim_daemon::tls::{self, Reloading, ServerFiles};
+use remsim_daemon::tls::{Reloading, ServerFiles};
+use remsim_daemon::{LogFormat, Reload};
 use rspro::{ComponentType, Identity};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -226,7 +226,8 @@ async fn main() -> anyhow::Result<()> {
         shutdown_rx.clone().into(),
     )));
     if let Some(listener) = rspro_tls_listener {
-        let policy = Policy::new("rspro-tls", args.max_connections).with_allow(allow);
+        let policy =
+            Policy::new("rspro-tls", args.max_connections).with_allow(allow.for_another_port());
         metrics.watch_port(&policy);
         let port = listener::Port {
             tls: rspro_tls.clone(),
@@ -287,8 +288,10 @@ async fn main() -> anyhow::Result<()> {
         app,
         Shutdown::from(shutdown_rx.clone()),
     ));
-    let reloadable: Vec<Arc<Reloading>> = api_tls.into_iter().chain(rspro_tls).collect();
-    tokio::spawn(reload(auth, reloadable));
+    let mut reloadable: Vec<Arc<dyn Reload>> = vec![auth];
+    reloadable.extend(api_tls.into_iter().map(|t| t as Arc<dyn Reload>));
+    reloadable.extend(rspro_tls.into_iter().map(|t| t as Arc<dyn Reload>));
+    tokio::spawn(remsim_daemon::reload_on_hangup(reloadable));
 
     remsim_daemon::shutdown_signal().await?;
     info!("shutting down");
@@ -337,34 +340,4 @@ async fn not_found(request: axum::extract::Request) -> Response {
             .into_http::<axum::body::Body>();
     }
     (StatusCode::NOT_FOUND, "Resource not found").into_response()
-}
-
-/// Re-reads tokens and certificates on SIGHUP, and certificates whose
-/// files changed (cert-manager rotates them) every few seconds.
-async fn reload(auth: Arc<auth::Auth>, tls: Vec<Arc<Reloading>>) {
-    let mut hangups = match tls::hangups() {
-        Ok(h) => h,
-        Err(e) => {
-            warn!(error = %e, "no SIGHUP reload");
-            return;
-        }
-    };
-    let mut check = tokio::time::interval(tls::RELOAD_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = hangups.recv() => {
-                info!("SIGHUP: reloading tokens and certificates");
-                auth.reload();
-                for t in &tls {
-                    t.reload();
-                }
-            }
-            _ = check.tick() => {
-                for t in &tls {
-                    t.reload_if_changed();
-                }
-            }
-        }
-    }
 }

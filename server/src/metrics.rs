@@ -35,7 +35,9 @@ struct ApiLabels {
     /// gRPC method (`remsim.v1.RemsimService/ListBanks`) or HTTP route
     /// (`GET /api/backend/v1/slotmaps/{id}`).
     method: String,
-    /// gRPC status name (`OK`, `NotFound`) or HTTP status code.
+    /// gRPC status name (`OK`, `NotFound`) or HTTP status code. A status
+    /// sent in trailers after a stream's start (Watch's DATA_LOSS) is not
+    /// seen here: such a call counts as `OK`.
     code: String,
 }
 
@@ -178,10 +180,9 @@ impl Metrics {
                 self.open
                     .get_or_create(&PortLabels { port })
                     .set(i64::try_from(policy.limit.open()).unwrap_or(i64::MAX));
-                for (reason, total) in [
-                    ("limit", policy.limit.refused()),
-                    ("allow", policy.allow.refused()),
-                ] {
+                let allow = (!policy.allow.is_empty()).then(|| ("allow", policy.allow.refused()));
+                for (reason, total) in [("limit", policy.limit.refused())].into_iter().chain(allow)
+                {
                     let counter = self.refused.get_or_create(&RefusedLabels { port, reason });
                     counter.inc_by(total.saturating_sub(counter.get()));
                 }
@@ -232,12 +233,21 @@ fn method_label(method: &axum::http::Method, path: &str) -> String {
 /// follows in trailers, the HTTP status otherwise.
 fn code_label(response: &Response, grpc: bool) -> String {
     if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return format!("{:?}", status.code());
+        return grpc_code(status.code());
     }
     if grpc && response.status() == StatusCode::OK {
-        return "Ok".into();
+        return grpc_code(tonic::Code::Ok);
     }
     response.status().as_u16().to_string()
+}
+
+/// A gRPC status as Go's and grpc-prometheus's labels spell it (`OK`,
+/// `NotFound`, `PermissionDenied`).
+fn grpc_code(code: tonic::Code) -> String {
+    match code {
+        tonic::Code::Ok => "OK".into(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// The layer that counts API requests (outermost: refused ones count too).

@@ -292,13 +292,20 @@ impl Service {
             .into_iter()
             .filter(|id| self.engine.bank(*id).is_some_and(|b| b.live.is_some()))
             .count();
-        let maps = MapState::ALL
-            .iter()
-            .map(|state| {
-                let n = self.engine.slotmaps().filter(|m| m.state == *state).count();
-                (state.name(), count(n))
-            })
-            .collect();
+        // Maps being deleted have left the table (the engine keeps what it
+        // owes the bankd as removals): only the table's states are counted.
+        let maps = [
+            MapState::New,
+            MapState::Unacknowledged,
+            MapState::Active,
+            MapState::Refused,
+        ]
+        .iter()
+        .map(|state| {
+            let n = self.engine.slotmaps().filter(|m| m.state == *state).count();
+            (state.name(), count(n))
+        })
+        .collect();
         Snapshot {
             bankds: count(bankds),
             clients: count(self.engine.clients().count()),

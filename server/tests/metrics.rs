@@ -135,7 +135,7 @@ async fn a_scrape_reports_what_happened() {
             2.0,
         ),
         (
-            r#"remsim_server_api_requests_total{method="remsim.v1.RemsimService/CreateSlotmap",code="Ok"}"#,
+            r#"remsim_server_api_requests_total{method="remsim.v1.RemsimService/CreateSlotmap",code="OK"}"#,
             1.0,
         ),
         (
@@ -150,6 +150,13 @@ async fn a_scrape_reports_what_happened() {
         (r#"remsim_server_connections_open{port="rspro"}"#, 2.0),
     ] {
         assert_eq!(value(&after, series), expected, "{series}");
+    }
+    // Only what exists: no allow-list here, no table state for removals.
+    for absent in [
+        r#"remsim_server_connections_refused_total{port="rspro",reason="allow"}"#,
+        r#"remsim_server_slotmaps{state="DELETING"}"#,
+    ] {
+        assert!(!after.contains_key(absent), "{absent}");
     }
     let config = value(
         &after,

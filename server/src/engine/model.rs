@@ -20,15 +20,6 @@ pub enum MapState {
 }
 
 impl MapState {
-    pub const ALL: [MapState; 6] = [
-        MapState::New,
-        MapState::Unacknowledged,
-        MapState::Active,
-        MapState::DeleteReq,
-        MapState::Deleting,
-        MapState::Refused,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             MapState::New => "NEW",
