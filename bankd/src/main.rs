@@ -278,6 +278,10 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    // Installed in any case, before listening: SIGHUP must not end a bankd
+    // (its default action).
+    let reloadable = clients_tls.iter().map(|t| t.clone() as Arc<dyn Reload>);
+    remsim_daemon::reload_on_hangup(reloadable.collect())?;
     let listen = SocketAddr::new(args.bind_ip, args.bind_port);
     let listener = TcpListener::bind(listen)
         .await
@@ -317,9 +321,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         metrics::serve(addr, metrics, shutdown.clone()).await?;
     }
-    // Installed in any case: SIGHUP must not end a bankd (its default action).
-    let reloadable = clients_tls.into_iter().map(|t| t as Arc<dyn Reload>);
-    tokio::spawn(remsim_daemon::reload_on_hangup(reloadable.collect()));
     let policy = Policy::new("clients", args.max_connections)
         .with_allow(args.rspro_allow.clone().unwrap_or_default());
     let clients = tokio::spawn(listen::serve(listener, policy, shutdown, move |accepted| {

@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = config;
     // Nothing to re-read, but SIGHUP must not end the client (its default action).
-    tokio::spawn(remsim_daemon::reload_on_hangup(Vec::new()));
+    remsim_daemon::reload_on_hangup(Vec::new())?;
     let ((cmd_tx, event_rx), (cmd_rx, event_tx)) = frontend::channels();
     let frontend = match args.frontend {
         Frontend::Shell => tokio::spawn(shell::run(cmd_rx, event_tx)),

@@ -37,7 +37,7 @@ async fn connect_api(port: u16) -> RemsimServiceClient<tonic::transport::Channel
 }
 
 struct Shell {
-    _proc: Proc,
+    process: Proc,
     stdin: ChildStdin,
     lines: Receiver<String>,
     /// The event script's calls ("cause cause client-slot bank-slot"), which
@@ -87,7 +87,7 @@ impl Shell {
             }
         });
         Shell {
-            _proc: Proc(child),
+            process: Proc(child),
             stdin,
             lines,
             events,
@@ -322,7 +322,7 @@ async fn mutual_tls_between_our_components_beside_plain_c_peers() {
     let mut api = connect_api(api_port).await;
     // Our bankd: TLS to the server's TLS port, mutual TLS towards clients.
     let bankd_tls = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
-    let _bankd = start_soft_bankd(
+    let bankd = start_soft_bankd(
         tls_port,
         2,
         4,
@@ -396,5 +396,14 @@ async fn mutual_tls_between_our_components_beside_plain_c_peers() {
     let mut iccid = swapped_bcd(&CardProfile::generated(2 * 1024).iccid, 10);
     iccid.extend_from_slice(&[0x90, 0x00]);
     assert_eq!(shell.apdu("00b000000a"), iccid, "the card of bank 2 slot 0");
+    // SIGHUP (a certificate rotation's signal) ends neither of them.
+    for pid in [bankd.0.id(), shell.process.0.id()] {
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(hup.success());
+    }
+    assert_eq!(shell.apdu("00b000000a"), iccid, "still served after SIGHUP");
     let _ = std::fs::remove_dir_all(&dir);
 }

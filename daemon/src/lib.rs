@@ -143,17 +143,20 @@ pub trait Reload: Send + Sync {
 
 /// Re-reads `items` on SIGHUP, and those whose files changed every
 /// [`tls::RELOAD_CHECK`] (cert-manager rotates files without a signal).
-/// Run by every daemon, even with nothing to reload: SIGHUP's default
-/// action would end the program.
-pub async fn reload_on_hangup(items: Vec<std::sync::Arc<dyn Reload>>) {
+/// Every daemon calls it, even with nothing to reload, before it listens:
+/// SIGHUP's default action would end the program. The handler is in place
+/// when this returns; the loop runs in a task of its own.
+pub fn reload_on_hangup(items: Vec<std::sync::Arc<dyn Reload>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGHUP handler");
-            return;
-        }
-    };
+    let hangups = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(reload_loop(hangups, items));
+    Ok(())
+}
+
+async fn reload_loop(
+    mut hangups: tokio::signal::unix::Signal,
+    items: Vec<std::sync::Arc<dyn Reload>>,
+) {
     let mut check = tokio::time::interval(tls::RELOAD_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -342,6 +342,31 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_tokens_file_is_read_again_and_a_broken_one_keeps_the_tokens() {
+        use remsim_daemon::Reload;
+        let path = std::env::temp_dir().join(format!("remsim-tokens-{}", std::process::id()));
+        std::fs::write(&path, "read:first-token\n").expect("write");
+        let auth = Auth::from_file(&path).expect("loads");
+        auth.reload_if_changed();
+        assert_eq!(auth.tokens().role(b"first-token"), Some(Role::Read));
+        std::fs::write(&path, "admin:second-token-longer\n").expect("write");
+        auth.reload_if_changed();
+        assert_eq!(auth.tokens().role(b"first-token"), None);
+        assert_eq!(
+            auth.tokens().role(b"second-token-longer"),
+            Some(Role::Admin)
+        );
+        std::fs::write(&path, "root:x\n").expect("write");
+        auth.reload_if_changed();
+        assert_eq!(
+            auth.tokens().role(b"second-token-longer"),
+            Some(Role::Admin),
+            "kept"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn the_bearer_scheme_is_case_insensitive() {
         let req = |v: &str| {
             Request::builder()

@@ -181,6 +181,12 @@ async fn main() -> anyhow::Result<()> {
         warn!(api = %args.api_listen, "the management port is reachable from other hosts without authentication: anyone who reaches it can change every map (set --api-tokens)");
     }
 
+    // Before listening: from then on SIGHUP reloads instead of ending us.
+    let mut reloadable: Vec<Arc<dyn Reload>> = vec![auth.clone()];
+    reloadable.extend(api_tls.iter().map(|t| t.clone() as Arc<dyn Reload>));
+    reloadable.extend(rspro_tls.iter().map(|t| t.clone() as Arc<dyn Reload>));
+    remsim_daemon::reload_on_hangup(reloadable)?;
+
     let rspro = TcpListener::bind(args.rspro_listen)
         .await
         .with_context(|| format!("binding RSPRO port {}", args.rspro_listen))?;
@@ -288,10 +294,6 @@ async fn main() -> anyhow::Result<()> {
         app,
         Shutdown::from(shutdown_rx.clone()),
     ));
-    let mut reloadable: Vec<Arc<dyn Reload>> = vec![auth];
-    reloadable.extend(api_tls.into_iter().map(|t| t as Arc<dyn Reload>));
-    reloadable.extend(rspro_tls.into_iter().map(|t| t as Arc<dyn Reload>));
-    tokio::spawn(remsim_daemon::reload_on_hangup(reloadable));
 
     remsim_daemon::shutdown_signal().await?;
     info!("shutting down");
