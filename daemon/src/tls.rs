@@ -52,6 +52,20 @@ fn private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .with_context(|| format!("reading a PEM private key from {}", path.display()))
 }
 
+/// What files were stamped with when read: a rotation changes them.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp_of(paths: &[&Path]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
 /// The files a TLS port serves with.
 #[derive(Debug, Clone)]
 pub struct ServerFiles {
@@ -110,17 +124,10 @@ impl ServerFiles {
     }
 
     /// What the files look like now, to notice a rotation.
-    fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
-        let paths = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()];
-        paths
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                std::fs::metadata(p)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())))
-            })
-            .collect()
+    fn stamp(&self) -> Stamp {
+        let mut paths = vec![self.cert.as_path(), self.key.as_path()];
+        paths.extend(self.client_ca.as_deref());
+        stamp_of(&paths)
     }
 }
 
@@ -131,7 +138,7 @@ pub struct Reloading {
     files: ServerFiles,
     alpn: Vec<&'static [u8]>,
     current: RwLock<Arc<ServerConfig>>,
-    stamp: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    stamp: Mutex<Stamp>,
 }
 
 impl Reloading {
@@ -249,20 +256,6 @@ impl crate::Reload for Reloading {
 
 /// How often certificate files are checked for a rotation (SIGHUP reloads at once).
 pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
-
-/// What files were stamped with when read: a rotation changes them.
-type Stamp = Vec<Option<(SystemTime, u64)>>;
-
-fn stamp_of(paths: &[&Path]) -> Stamp {
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
-        })
-        .collect()
-}
 
 /// The client side's files: the CA of our servers' certificates, and our
 /// own certificate for ports that require one.

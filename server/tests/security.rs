@@ -238,14 +238,11 @@ async fn tls_and_client_certificates_on_the_management_port() {
     let server = Server::start_tls(&db, &extra, Some(tls)).await;
     let https = format!("https://{}", server.api);
     let (client_cert, client_key) = (arg(&first.client_cert), arg(&first.client_key));
-    let with_cert = [
-        "--ca",
-        &ca_arg,
-        "--cert",
-        &client_cert,
-        "--key",
-        &client_key,
-    ];
+    // remsimctl's TLS options: the CA to trust, our certificate.
+    let trusting =
+        |ca: &str| ["--ca", ca, "--cert", &client_cert, "--key", &client_key].map(String::from);
+    let with_cert = trusting(&ca_arg);
+    let with_cert: Vec<&str> = with_cert.iter().map(String::as_str).collect();
 
     let out = remsimctl(&https, &[&with_cert[..], &["bank", "list"]].concat(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -274,15 +271,8 @@ async fn tls_and_client_certificates_on_the_management_port() {
     std::fs::copy(&second.server_key, &key).expect("copy");
     std::fs::copy(&second.server_cert, &cert).expect("copy");
     server.hangup();
-    let second_ca = arg(&second.ca);
-    let trusting_second = [
-        "--ca",
-        &second_ca,
-        "--cert",
-        &client_cert,
-        "--key",
-        &client_key,
-    ];
+    let trusting_second = trusting(&arg(&second.ca));
+    let trusting_second: Vec<&str> = trusting_second.iter().map(String::as_str).collect();
     let deadline = tokio::time::Instant::now() + GUARD;
     loop {
         let out = remsimctl(
