@@ -1,6 +1,6 @@
-//! The management port: one listener serving the whole management
-//! router (gRPC over HTTP/2, the C REST API and `/metrics` over HTTP/1.1
-//! or HTTP/2), in plain TCP or TLS, under the shared connection policy,
+//! The management port: its router (gRPC over HTTP/2, the C REST API and
+//! `/metrics` over HTTP/1.1 or HTTP/2, behind tokens) and one listener
+//! serving it, in plain TCP or TLS, under the shared connection policy,
 //! with TCP_NODELAY (without it every small answer waits ~40 ms for the
 //! caller's delayed ACK) and a graceful end on shutdown.
 
@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -17,11 +20,55 @@ use hyper_util::service::TowerToHyperService;
 use remsim_daemon::listen::{self, Accepted, Policy, Shutdown};
 use remsim_daemon::tls::Reloading;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::{rest, service};
+
 /// How long an HTTP/1.1 caller may take to send its request headers.
 const HEADER_BOUND: Duration = Duration::from_secs(10);
+
+/// The port's whole router: gRPC (`grpc`, tonic's services), the C REST
+/// API and `/metrics`; behind the token check, all counted in metrics
+/// (refusals too: the counting layer is the outermost).
+pub fn router(
+    grpc: Router,
+    service: mpsc::Sender<service::Request>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+) -> Router {
+    let scrape = Router::new()
+        .route("/metrics", axum::routing::get(crate::metrics::scrape))
+        .with_state((metrics.clone(), service.clone()));
+    grpc.merge(rest::router(service))
+        .merge(scrape)
+        .fallback(not_found)
+        .layer(from_fn_with_state(auth, crate::auth::check))
+        .layer(from_fn_with_state(metrics, crate::metrics::count))
+}
+
+/// Anything the router does not know: a gRPC status for gRPC callers, the
+/// C REST API's 404 for the rest.
+async fn not_found(request: Request) -> Response {
+    if is_grpc(&request) {
+        let path = request.uri().path();
+        return tonic::Status::unimplemented(format!("no method {path} here"))
+            .into_http::<axum::body::Body>();
+    }
+    (StatusCode::NOT_FOUND, "Resource not found").into_response()
+}
+
+/// Whether a request is a gRPC call (answered with a gRPC status, not an
+/// HTTP one).
+pub fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
 
 /// Serves `app` until `shutdown`, then lets requests in flight finish
 /// within the policy's drain bound (Watch streams end on the signal).

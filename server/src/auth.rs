@@ -231,13 +231,6 @@ fn bearer(request: &Request) -> Option<&[u8]> {
         .then(|| value[7..].trim_ascii())
 }
 
-fn is_grpc(request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// Refuses a request the way its protocol understands: a gRPC status for
 /// gRPC callers, an HTTP status for the rest.
 fn refuse(grpc: bool, status: tonic::Status, http: StatusCode) -> Response {
@@ -262,7 +255,7 @@ pub async fn check(State(auth): State<Arc<Auth>>, request: Request, next: Next) 
     if needs == Access::Open {
         return next.run(request).await;
     }
-    let grpc = is_grpc(&request);
+    let grpc = crate::api_port::is_grpc(&request);
     let role = bearer(&request).and_then(|t| auth.tokens().role(t));
     match (role, needs) {
         (None, _) => refuse(

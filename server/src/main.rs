@@ -21,9 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
 use remsim_daemon::listen::{Allow, Policy, Shutdown};
@@ -268,21 +265,7 @@ async fn main() -> anyhow::Result<()> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router();
-    let scrape = Router::new()
-        .route("/metrics", axum::routing::get(metrics::scrape))
-        .with_state((metrics.clone(), inbox_tx.clone()));
-    let app = grpc
-        .merge(rest::router(inbox_tx.clone()))
-        .merge(scrape)
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            auth::check,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics.clone(),
-            metrics::count,
-        ));
+    let app = api_port::router(grpc, inbox_tx.clone(), auth, metrics.clone());
     drop(inbox_tx);
 
     let api_policy = Policy::new("api", args.api_max_connections);
@@ -327,19 +310,4 @@ async fn main() -> anyhow::Result<()> {
         warn!("database still busy at exit; its WAL file holds the last commits");
     }
     Ok(())
-}
-
-/// Anything the router does not know: a gRPC status for gRPC callers, the
-/// C REST API's 404 for the rest.
-async fn not_found(request: axum::extract::Request) -> Response {
-    let grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
-        let path = request.uri().path();
-        return tonic::Status::unimplemented(format!("no method {path} here"))
-            .into_http::<axum::body::Body>();
-    }
-    (StatusCode::NOT_FOUND, "Resource not found").into_response()
 }

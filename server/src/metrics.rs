@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -253,10 +253,7 @@ fn grpc_code(code: tonic::Code) -> String {
 /// The layer that counts API requests (outermost: refused ones count too).
 pub async fn count(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let method = method_label(request.method(), request.uri().path());
-    let grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = crate::api_port::is_grpc(&request);
     let response = next.run(request).await;
     metrics.api_request(method, code_label(&response, grpc));
     response
