@@ -392,11 +392,7 @@ async fn mutual_tls_between_our_components_beside_plain_c_peers() {
     assert_eq!(shell.apdu("00b000000a"), iccid, "the card of bank 2 slot 0");
     // SIGHUP (a certificate rotation's signal) ends neither of them.
     for pid in [bankd.0.id(), shell.process.0.id()] {
-        let hup = std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(hup.success());
+        signal(pid, "HUP");
     }
     assert_eq!(shell.apdu("00b000000a"), iccid, "still served after SIGHUP");
     let _ = std::fs::remove_dir_all(&dir);
@@ -432,8 +428,90 @@ async fn a_bankd_killed_and_restarted_serves_its_client_again() {
     let restarted = std::time::Instant::now();
     let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
     // Typed while the bankd is away or just back: answered once the card is.
-    assert_eq!(shell.read_iccid_once_settled(), iccid, "the same card again");
+    assert_eq!(
+        shell.read_iccid_once_settled(),
+        iccid,
+        "the same card again"
+    );
     // A figure for docs/reliability.md, not a check: timing is not asserted.
-    eprintln!("served again {:?} after the bankd's restart", restarted.elapsed());
+    eprintln!(
+        "served again {:?} after the bankd's restart",
+        restarted.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Polls the server until client 23:0 is (or is not) connected.
+async fn wait_client_connected(
+    api: &mut RemsimServiceClient<tonic::transport::Channel>,
+    connected: bool,
+) {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let clients = api
+            .list_clients(pb::ListClientsRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .clients;
+        let now = clients
+            .iter()
+            .any(|c| c.connected && c.slot.is_some_and(|s| s.client_id == 23 && s.slot_nr == 0));
+        if now == connected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client 23:0 connected = {now}, expected {connected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client frozen (SIGSTOP) stops answering PINGs: the server frees its
+/// identity after the keep-alive bound; thawed (SIGCONT), it notices its
+/// links are gone, connects again and reads its card.
+#[tokio::test]
+async fn a_frozen_client_is_dropped_and_comes_back_when_thawed() {
+    let dir = std::env::temp_dir().join(format!("client-e2e-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
+    let _server = start_server(&dir.join("remsim.db"), rspro, api_port, KEEPALIVE_1S);
+    let mut api = connect_api(api_port).await;
+    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
+    api.set_bank_endpoint(pb::SetBankEndpointRequest {
+        bank_id: 1,
+        endpoint: format!("127.0.0.1:{bankd_port}"),
+    })
+    .await
+    .expect("endpoint");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
+        .await
+        .expect("map");
+    let mut shell = Shell::start(rspro, &[]);
+    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
+    iccid.extend_from_slice(&[0x90, 0x00]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid);
+    wait_client_connected(&mut api, true).await;
+
+    let pid = shell.process.0.id();
+    signal(pid, "STOP");
+    let stopped = std::time::Instant::now();
+    wait_client_connected(&mut api, false).await;
+    eprintln!(
+        "frozen client dropped {:?} after SIGSTOP",
+        stopped.elapsed()
+    );
+    signal(pid, "CONT");
+    wait_client_connected(&mut api, true).await;
+    assert_eq!(shell.read_iccid_once_settled(), iccid, "its card again");
     let _ = std::fs::remove_dir_all(&dir);
 }
