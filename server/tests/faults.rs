@@ -1,0 +1,226 @@
+//! The server killed (-9) at random moments while four writers create and
+//! delete slot maps through the API, 20 times over one database: after
+//! each restart every acknowledged write is there, a write that was
+//! refused or never answered is either wholly there or not at all, and
+//! the map is the same whether asked for by its bank or its client slot.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use remsim_api::v1 as pb;
+use remsim_api::v1::remsim_service_client::RemsimServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const WRITERS: u32 = 4;
+const SLOTS_PER_WRITER: u32 = 6;
+const RESTARTS: usize = 20;
+
+/// What a slot is known to hold: a map or not, or either (a write was in
+/// flight when the server died).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Present,
+    Absent,
+    Either,
+}
+
+/// Writer `w` owns bank slots 1:(w × 6 + i) and client slots (10 + w):i,
+/// so the writes to one slot come from one writer, one at a time.
+fn slots(w: u32, i: u32) -> ((u32, u32), (u32, u32)) {
+    ((1, w * SLOTS_PER_WRITER + i), (10 + w, i))
+}
+
+/// A small deterministic generator (xorshift), seeded per run and printed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Creates and deletes its own maps until a call fails for want of the
+/// server; returns what it knows of each of its slots, and how many of its
+/// writes were acknowledged.
+async fn writer(
+    mut api: RemsimServiceClient<Channel>,
+    w: u32,
+    mut known: Vec<Known>,
+    seed: u64,
+) -> (Vec<Known>, usize) {
+    let mut rng = Rng(seed | 1);
+    let mut acknowledged = 0;
+    loop {
+        let i = rng.below(u64::from(SLOTS_PER_WRITER)) as usize;
+        let (bank, client) = slots(w, i as u32);
+        let before = known[i];
+        let create = match before {
+            Known::Present => false,
+            Known::Absent => true,
+            Known::Either => rng.below(2) == 0,
+        };
+        let call = async {
+            if create {
+                api.create_slotmap(pb::CreateSlotmapRequest::new(bank, client))
+                    .await
+                    .map(|_| ())
+            } else {
+                api.delete_slotmap(by_bank(bank)).await.map(|_| ())
+            }
+        };
+        let answer = tokio::time::timeout(GUARD, call)
+            .await
+            .expect("an answer or an error in time");
+        known[i] = match answer {
+            Ok(()) => {
+                acknowledged += 1;
+                if create {
+                    Known::Present
+                } else {
+                    Known::Absent
+                }
+            }
+            // Only after an unanswered write can the slot differ from what
+            // this writer believes; the refusal then says what is there.
+            Err(s) if s.code() == Code::AlreadyExists && before == Known::Either => Known::Present,
+            Err(s) if s.code() == Code::NotFound && before == Known::Either => Known::Absent,
+            Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unknown => {
+                // The server died with this write in flight: done or not.
+                known[i] = Known::Either;
+                return (known, acknowledged);
+            }
+            Err(s) => panic!("writer {w}, slot {i}: unexpected {s:?} while {before:?}"),
+        };
+    }
+}
+
+/// The maps of every writer's slots as the restarted server has them,
+/// checked for consistency (by bank == by client == listed).
+async fn observe(api: &mut RemsimServiceClient<Channel>) -> BTreeMap<(u32, u32), bool> {
+    let listed = slotmaps(api).await;
+    let mut present = BTreeMap::new();
+    for w in 0..WRITERS {
+        for i in 0..SLOTS_PER_WRITER {
+            let (bank, client) = slots(w, i);
+            let by_bank = api
+                .get_slotmap(pb::GetSlotmapRequest {
+                    key: Some(pb::get_slotmap_request::Key::Bank(pb::BankSlot {
+                        bank_id: bank.0,
+                        slot_nr: bank.1,
+                    })),
+                })
+                .await;
+            let by_client = api
+                .get_slotmap(pb::GetSlotmapRequest {
+                    key: Some(pb::get_slotmap_request::Key::Client(pb::ClientSlot {
+                        client_id: client.0,
+                        slot_nr: client.1,
+                    })),
+                })
+                .await;
+            let in_list = listed
+                .iter()
+                .any(|m| m.bank.is_some_and(|b| (b.bank_id, b.slot_nr) == bank));
+            match (by_bank, by_client) {
+                (Ok(a), Ok(b)) => {
+                    let (a, b) = (a.into_inner(), b.into_inner());
+                    assert_eq!(a, b, "bank {bank:?} and client {client:?} disagree");
+                    assert!(in_list, "{bank:?} found but not listed");
+                    present.insert(bank, true);
+                }
+                (Err(a), Err(b)) if a.code() == Code::NotFound && b.code() == Code::NotFound => {
+                    assert!(!in_list, "{bank:?} listed but not found");
+                    present.insert(bank, false);
+                }
+                (a, b) => panic!("half a map at {bank:?}/{client:?}: {a:?} / {b:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        listed.len(),
+        present.values().filter(|p| **p).count(),
+        "no other maps"
+    );
+    present
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9_at_random_moments() {
+    let dir = TempDir::new("kill9-writers");
+    let db = dir.path("remsim.db");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let mut known: Vec<Vec<Known>> =
+        vec![vec![Known::Absent; SLOTS_PER_WRITER as usize]; WRITERS as usize];
+    let mut acknowledged = 0usize;
+    for round in 0..RESTARTS {
+        let mut server = Server::start(&db).await;
+        let mut api = server.api().await;
+        let present = observe(&mut api).await;
+        for w in 0..WRITERS {
+            for i in 0..SLOTS_PER_WRITER {
+                let there = present[&slots(w, i).0];
+                let slot = &mut known[w as usize][i as usize];
+                match *slot {
+                    Known::Present => {
+                        assert!(there, "round {round}: acknowledged create of {w}/{i} lost")
+                    }
+                    Known::Absent => assert!(
+                        !there,
+                        "round {round}: acknowledged delete of {w}/{i} undone"
+                    ),
+                    Known::Either => {}
+                }
+                *slot = if there { Known::Present } else { Known::Absent };
+            }
+        }
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let api = api.clone();
+                let mine = known[w as usize].clone();
+                tokio::spawn(writer(api, w, mine, rng.next()))
+            })
+            .collect();
+        // A random moment: a few writes in, or many.
+        tokio::time::sleep(Duration::from_millis(5 + rng.below(120))).await;
+        server.kill9();
+        for (w, task) in writers.into_iter().enumerate() {
+            let (after, acked) = task.await.expect("writer");
+            acknowledged += acked;
+            known[w] = after;
+        }
+    }
+    // A last look after the last kill.
+    let server = Server::start(&db).await;
+    let mut api = server.api().await;
+    let present = observe(&mut api).await;
+    for w in 0..WRITERS {
+        for i in 0..SLOTS_PER_WRITER {
+            let there = present[&slots(w, i).0];
+            match known[w as usize][i as usize] {
+                Known::Present => assert!(there, "acknowledged create of {w}/{i} lost"),
+                Known::Absent => assert!(!there, "acknowledged delete of {w}/{i} undone"),
+                Known::Either => {}
+            }
+        }
+    }
+    eprintln!("{acknowledged} writes acknowledged over {RESTARTS} kills");
+    assert!(
+        acknowledged >= RESTARTS,
+        "the writers got work done between kills"
+    );
+}
