@@ -515,3 +515,58 @@ async fn a_frozen_client_is_dropped_and_comes_back_when_thawed() {
     assert_eq!(shell.read_iccid_once_settled(), iccid, "its card again");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The server killed (-9) and restarted 3 times while the modem exchanges
+/// APDUs without pause: not one fails, and the card is never re-inserted
+/// (any SET_ATR line would fail `apdu`).
+#[tokio::test]
+async fn server_restarts_under_traffic_cost_no_apdu() {
+    let dir = std::env::temp_dir().join(format!("client-e2e-restarts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("remsim.db");
+    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
+    let mut server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
+    let mut api = connect_api(api_port).await;
+    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
+    api.set_bank_endpoint(pb::SetBankEndpointRequest {
+        bank_id: 1,
+        endpoint: format!("127.0.0.1:{bankd_port}"),
+    })
+    .await
+    .expect("endpoint");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
+        .await
+        .expect("map");
+    let mut shell = Shell::start(rspro, &[]);
+    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
+    iccid.extend_from_slice(&[0x90, 0x00]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid);
+    wait_client_connected(&mut api, true).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let iccid = iccid.clone();
+        std::thread::spawn(move || {
+            let mut exchanged = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(shell.apdu("00b000000a"), iccid, "APDU {exchanged}");
+                exchanged += 1;
+            }
+            exchanged
+        })
+    };
+    for _ in 0..3 {
+        server.0.kill().expect("kill -9");
+        server.0.wait().expect("reaped");
+        server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
+        api = connect_api(api_port).await;
+        // The client is back on the new server before the next kill.
+        wait_client_connected(&mut api, true).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let exchanged = traffic.join().expect("no APDU failed");
+    eprintln!("{exchanged} APDUs across 3 server restarts");
+    assert!(exchanged > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
