@@ -47,7 +47,11 @@ fn status(e: ServiceError) -> Status {
         ServiceError::Api(ApiError::InvalidArgument(m)) => Status::invalid_argument(m),
         ServiceError::Api(ApiError::NotFound(m)) => Status::not_found(m),
         ServiceError::Api(ApiError::AlreadyExists(m)) => Status::already_exists(m),
-        ServiceError::Store(m) => Status::internal(format!("could not store the change: {m}")),
+        // The database refused the write (disk full, read-only file): a
+        // condition of the server's, not of the request; it may pass.
+        ServiceError::Store(m) => Status::unavailable(format!(
+            "could not store the change ({m}); nothing was changed: try again once the database is writable"
+        )),
         ServiceError::Internal(m) => Status::internal(m),
     }
 }

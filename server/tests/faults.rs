@@ -224,3 +224,81 @@ async fn acknowledged_writes_survive_kill_9_at_random_moments() {
         "the writers got work done between kills"
     );
 }
+
+/// The database on a full file system (a 1 MB tmpfs of the test's own mount
+/// namespace): writes are refused with UNAVAILABLE naming the cause, reads
+/// and RSPRO go on, nothing acknowledged is lost, nothing refused is half
+/// there, and writes work again once there is room, without a restart.
+#[tokio::test]
+async fn a_full_disk_refuses_writes_clearly_until_there_is_room_again() {
+    if !remsim_testing::in_namespace(
+        "a_full_disk_refuses_writes_clearly_until_there_is_room_again",
+        "REMSIM_TEST_DISK_FULL_INNER",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("disk-full");
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&dir.0)
+        .status()
+        .expect("mount");
+    assert!(mount.success(), "mount tmpfs");
+    let db = dir.path("remsim.db");
+    let server = Server::start(&db).await;
+    let mut api = server.api().await;
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (10, 0)))
+        .await
+        .expect("a write while there is room");
+
+    // Fill the file system to the last byte.
+    let filler = dir.path("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.write_all(&[0u8]);
+    }
+    // Creates until the write-ahead log needs room it cannot get (it may
+    // still have some from before): refused, clearly, and not applied.
+    let mut refused = None;
+    let mut acknowledged = vec![(1, 0)];
+    for slot in 1..200u32 {
+        match api
+            .create_slotmap(pb::CreateSlotmapRequest::new((1, slot), (10, slot)))
+            .await
+        {
+            Ok(_) => acknowledged.push((1, slot)),
+            Err(status) => {
+                refused = Some((slot, status));
+                break;
+            }
+        }
+    }
+    let (slot, status) = refused.expect("a write refused on a full disk");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("full"),
+        "the cause is named: {}",
+        status.message()
+    );
+    // Reads and RSPRO go on; the refused map is not there.
+    let listed = slotmaps(&mut api).await;
+    let banks: Vec<(u32, u32)> = listed
+        .iter()
+        .filter_map(|m| m.bank.map(|b| (b.bank_id, b.slot_nr)))
+        .collect();
+    assert_eq!(banks, acknowledged, "acknowledged maps, and no other");
+    let _bankd = bankd(&server, 2, 4).await;
+
+    // Room again: writes work without a restart.
+    std::fs::remove_file(&filler).expect("remove filler");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, slot), (10, slot)))
+        .await
+        .expect("the refused write, now that there is room");
+    assert_eq!(slotmaps(&mut api).await.len(), acknowledged.len() + 1);
+    drop(api);
+    drop(server);
+    let _ = std::process::Command::new("umount").arg(&dir.0).status();
+}
