@@ -570,3 +570,44 @@ async fn server_restarts_under_traffic_cost_no_apdu() {
     assert!(exchanged > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client killed (-9) with an APDU on its way to the card: the bankd
+/// drops the session and releases the card, and a new client process for
+/// the same slot reads the card at once.
+#[tokio::test]
+async fn a_client_killed_mid_apdu_leaves_its_card_usable() {
+    let dir = std::env::temp_dir().join(format!("client-e2e-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
+    let _server = start_server(&dir.join("remsim.db"), rspro, api_port, KEEPALIVE_1S);
+    let mut api = connect_api(api_port).await;
+    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
+    api.set_bank_endpoint(pb::SetBankEndpointRequest {
+        bank_id: 1,
+        endpoint: format!("127.0.0.1:{bankd_port}"),
+    })
+    .await
+    .expect("endpoint");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
+        .await
+        .expect("map");
+    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
+    iccid.extend_from_slice(&[0x90, 0x00]);
+    let mut shell = Shell::start(rspro, &[]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid);
+    for _ in 0..20 {
+        writeln!(shell.stdin, "00b000000a").expect("stdin");
+    }
+    shell.stdin.flush().expect("flush");
+    shell.process.0.kill().expect("kill -9");
+    shell.process.0.wait().expect("reaped");
+    // The server frees the slot when it sees the close (or the keep-alive
+    // fails); the new process is refused until then and retries by itself.
+    let mut again = Shell::start(rspro, &[]);
+    assert_eq!(
+        again.read_iccid_once_settled(),
+        iccid,
+        "the card, for the new process"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
