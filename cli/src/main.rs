@@ -5,6 +5,7 @@
 
 mod api;
 mod csv_io;
+mod csv_rows;
 mod frames;
 mod manage;
 mod output;

@@ -214,22 +214,24 @@ pub fn load(path: &Path) -> Result<Vec<CardProfile>, ProfileError> {
         path: name.clone(),
         source,
     })?;
-    let file: ProfileFile = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| ProfileError::Parse {
-            path: name.clone(),
-            problem: e.to_string(),
-        })?
+    let json = path.extension().is_some_and(|e| e == "json");
+    parse(&name, &text, json)
+}
+
+/// Parses profiles (JSON or TOML) read from `name`; every card is validated.
+pub fn parse(name: &str, text: &str, json: bool) -> Result<Vec<CardProfile>, ProfileError> {
+    let parse_error = |problem: String| ProfileError::Parse {
+        path: name.to_owned(),
+        problem,
+    };
+    let file: ProfileFile = if json {
+        serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?
     } else {
-        toml::from_str(&text).map_err(|e| ProfileError::Parse {
-            path: name.clone(),
-            problem: e.to_string(),
-        })?
+        toml::from_str(text).map_err(|e| parse_error(e.to_string()))?
     };
     for card in &file.card {
-        card.validate().map_err(|e| ProfileError::Parse {
-            path: name.clone(),
-            problem: format!("card {}: {e}", card.iccid),
-        })?;
+        card.validate()
+            .map_err(|e| parse_error(format!("card {}: {e}", card.iccid)))?;
     }
     Ok(file.card)
 }
