@@ -176,6 +176,64 @@ impl Shell {
     }
 }
 
+/// What the fault tests share: a server, a soft bankd (bank 1, 4 slots)
+/// on a port of its own, the map 1:0 → 23:0, in a scratch directory; the
+/// processes are the tests' to kill and restart.
+struct Rig {
+    dir: std::path::PathBuf,
+    db: std::path::PathBuf,
+    rspro: u16,
+    api_port: u16,
+    bankd_port: u16,
+    server: Proc,
+    bankd: Proc,
+    api: RemsimServiceClient<tonic::transport::Channel>,
+}
+
+impl Rig {
+    async fn start(tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("client-e2e-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = dir.join("remsim.db");
+        let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
+        let server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
+        let mut api = connect_api(api_port).await;
+        let bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
+        api.set_bank_endpoint(pb::SetBankEndpointRequest {
+            bank_id: 1,
+            endpoint: format!("127.0.0.1:{bankd_port}"),
+        })
+        .await
+        .expect("endpoint");
+        api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
+            .await
+            .expect("map");
+        Rig {
+            dir,
+            db,
+            rspro,
+            api_port,
+            bankd_port,
+            server,
+            bankd,
+            api,
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// EF_ICCID as READ BINARY returns it from generated card `n`, with 90 00.
+fn iccid(n: u32) -> Vec<u8> {
+    let mut r = swapped_bcd(&CardProfile::generated(n).iccid, 10);
+    r.extend_from_slice(&[0x90, 0x00]);
+    r
+}
+
 #[tokio::test]
 async fn shell_reads_remote_cards_through_server_and_bankd() {
     let dir = std::env::temp_dir().join(format!("client-e2e-{}", std::process::id()));
@@ -219,11 +277,6 @@ async fn shell_reads_remote_cards_through_server_and_bankd() {
         line, "R-APDU: 90 00 ",
         "the SELECT that waited for the card"
     );
-    let iccid = |n: u32| {
-        let mut r = swapped_bcd(&CardProfile::generated(n).iccid, 10);
-        r.extend_from_slice(&[0x90, 0x00]);
-        r
-    };
     assert_eq!(shell.apdu("00b000000a"), iccid(1024));
 
     // Unmap, then map the client to another card.
@@ -387,8 +440,7 @@ async fn mutual_tls_between_our_components_beside_plain_c_peers() {
     shell.expect_atr(&[0x3B, 0x00]);
     shell.expect_atr(&default_atr());
     assert_eq!(shell.apdu("00a4000c022fe2"), vec![0x90, 0x00]);
-    let mut iccid = swapped_bcd(&CardProfile::generated(2 * 1024).iccid, 10);
-    iccid.extend_from_slice(&[0x90, 0x00]);
+    let iccid = iccid(2 * 1024);
     assert_eq!(shell.apdu("00b000000a"), iccid, "the card of bank 2 slot 0");
     // SIGHUP (a certificate rotation's signal) ends neither of them.
     for pid in [bankd.0.id(), shell.process.0.id()] {
@@ -403,34 +455,18 @@ async fn mutual_tls_between_our_components_beside_plain_c_peers() {
 /// no APDU typed meanwhile is lost (it waits for the card).
 #[tokio::test]
 async fn a_bankd_killed_and_restarted_serves_its_client_again() {
-    let dir = std::env::temp_dir().join(format!("client-e2e-bankd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
-    let _server = start_server(&dir.join("remsim.db"), rspro, api_port, KEEPALIVE_1S);
-    let mut api = connect_api(api_port).await;
-    let mut bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
-    api.set_bank_endpoint(pb::SetBankEndpointRequest {
-        bank_id: 1,
-        endpoint: format!("127.0.0.1:{bankd_port}"),
-    })
-    .await
-    .expect("endpoint");
-    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
-        .await
-        .expect("map");
-    let mut shell = Shell::start(rspro, &[]);
-    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
-    iccid.extend_from_slice(&[0x90, 0x00]);
-    assert_eq!(shell.read_iccid_once_settled(), iccid);
+    let mut rig = Rig::start("bankd").await;
+    let mut shell = Shell::start(rig.rspro, &[]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1024));
 
-    bankd.0.kill().expect("kill -9");
-    bankd.0.wait().expect("reaped");
+    rig.bankd.0.kill().expect("kill -9");
+    rig.bankd.0.wait().expect("reaped");
     let restarted = std::time::Instant::now();
-    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
+    rig.bankd = start_soft_bankd(rig.rspro, 1, 4, rig.bankd_port, KEEPALIVE_1S);
     // Typed while the bankd is away or just back: answered once the card is.
     assert_eq!(
         shell.read_iccid_once_settled(),
-        iccid,
+        iccid(1024),
         "the same card again"
     );
     // A figure for docs/reliability.md, not a check: timing is not asserted.
@@ -438,7 +474,6 @@ async fn a_bankd_killed_and_restarted_serves_its_client_again() {
         "served again {:?} after the bankd's restart",
         restarted.elapsed()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn signal(pid: u32, name: &str) {
@@ -481,39 +516,26 @@ async fn wait_client_connected(
 /// links are gone, connects again and reads its card.
 #[tokio::test]
 async fn a_frozen_client_is_dropped_and_comes_back_when_thawed() {
-    let dir = std::env::temp_dir().join(format!("client-e2e-stop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
-    let _server = start_server(&dir.join("remsim.db"), rspro, api_port, KEEPALIVE_1S);
-    let mut api = connect_api(api_port).await;
-    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
-    api.set_bank_endpoint(pb::SetBankEndpointRequest {
-        bank_id: 1,
-        endpoint: format!("127.0.0.1:{bankd_port}"),
-    })
-    .await
-    .expect("endpoint");
-    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
-        .await
-        .expect("map");
-    let mut shell = Shell::start(rspro, &[]);
-    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
-    iccid.extend_from_slice(&[0x90, 0x00]);
-    assert_eq!(shell.read_iccid_once_settled(), iccid);
-    wait_client_connected(&mut api, true).await;
+    let mut rig = Rig::start("stop").await;
+    let mut shell = Shell::start(rig.rspro, &[]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1024));
+    wait_client_connected(&mut rig.api, true).await;
 
     let pid = shell.process.0.id();
     signal(pid, "STOP");
     let stopped = std::time::Instant::now();
-    wait_client_connected(&mut api, false).await;
+    wait_client_connected(&mut rig.api, false).await;
     eprintln!(
         "frozen client dropped {:?} after SIGSTOP",
         stopped.elapsed()
     );
     signal(pid, "CONT");
-    wait_client_connected(&mut api, true).await;
-    assert_eq!(shell.read_iccid_once_settled(), iccid, "its card again");
-    let _ = std::fs::remove_dir_all(&dir);
+    wait_client_connected(&mut rig.api, true).await;
+    assert_eq!(
+        shell.read_iccid_once_settled(),
+        iccid(1024),
+        "its card again"
+    );
 }
 
 /// The server killed (-9) and restarted 3 times while the modem exchanges
@@ -521,54 +543,35 @@ async fn a_frozen_client_is_dropped_and_comes_back_when_thawed() {
 /// (any SET_ATR line would fail `apdu`).
 #[tokio::test]
 async fn server_restarts_under_traffic_cost_no_apdu() {
-    let dir = std::env::temp_dir().join(format!("client-e2e-restarts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let db = dir.join("remsim.db");
-    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
-    let mut server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
-    let mut api = connect_api(api_port).await;
-    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
-    api.set_bank_endpoint(pb::SetBankEndpointRequest {
-        bank_id: 1,
-        endpoint: format!("127.0.0.1:{bankd_port}"),
-    })
-    .await
-    .expect("endpoint");
-    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
-        .await
-        .expect("map");
-    let mut shell = Shell::start(rspro, &[]);
-    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
-    iccid.extend_from_slice(&[0x90, 0x00]);
-    assert_eq!(shell.read_iccid_once_settled(), iccid);
-    wait_client_connected(&mut api, true).await;
+    let mut rig = Rig::start("restarts").await;
+    let mut shell = Shell::start(rig.rspro, &[]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1024));
+    wait_client_connected(&mut rig.api, true).await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = {
         let stop = stop.clone();
-        let iccid = iccid.clone();
         std::thread::spawn(move || {
             let mut exchanged = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                assert_eq!(shell.apdu("00b000000a"), iccid, "APDU {exchanged}");
+                assert_eq!(shell.apdu("00b000000a"), iccid(1024), "APDU {exchanged}");
                 exchanged += 1;
             }
             exchanged
         })
     };
     for _ in 0..3 {
-        server.0.kill().expect("kill -9");
-        server.0.wait().expect("reaped");
-        server = start_server(&db, rspro, api_port, KEEPALIVE_1S);
-        api = connect_api(api_port).await;
+        rig.server.0.kill().expect("kill -9");
+        rig.server.0.wait().expect("reaped");
+        rig.server = start_server(&rig.db, rig.rspro, rig.api_port, KEEPALIVE_1S);
+        rig.api = connect_api(rig.api_port).await;
         // The client is back on the new server before the next kill.
-        wait_client_connected(&mut api, true).await;
+        wait_client_connected(&mut rig.api, true).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let exchanged = traffic.join().expect("no APDU failed");
     eprintln!("{exchanged} APDUs across 3 server restarts");
     assert!(exchanged > 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A client killed (-9) with an APDU on its way to the card: the bankd
@@ -576,25 +579,9 @@ async fn server_restarts_under_traffic_cost_no_apdu() {
 /// the same slot reads the card at once.
 #[tokio::test]
 async fn a_client_killed_mid_apdu_leaves_its_card_usable() {
-    let dir = std::env::temp_dir().join(format!("client-e2e-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
-    let _server = start_server(&dir.join("remsim.db"), rspro, api_port, KEEPALIVE_1S);
-    let mut api = connect_api(api_port).await;
-    let _bankd = start_soft_bankd(rspro, 1, 4, bankd_port, KEEPALIVE_1S);
-    api.set_bank_endpoint(pb::SetBankEndpointRequest {
-        bank_id: 1,
-        endpoint: format!("127.0.0.1:{bankd_port}"),
-    })
-    .await
-    .expect("endpoint");
-    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
-        .await
-        .expect("map");
-    let mut iccid = swapped_bcd(&CardProfile::generated(1024).iccid, 10);
-    iccid.extend_from_slice(&[0x90, 0x00]);
-    let mut shell = Shell::start(rspro, &[]);
-    assert_eq!(shell.read_iccid_once_settled(), iccid);
+    let rig = Rig::start("kill").await;
+    let mut shell = Shell::start(rig.rspro, &[]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1024));
     for _ in 0..20 {
         writeln!(shell.stdin, "00b000000a").expect("stdin");
     }
@@ -603,11 +590,10 @@ async fn a_client_killed_mid_apdu_leaves_its_card_usable() {
     shell.process.0.wait().expect("reaped");
     // The server frees the slot when it sees the close (or the keep-alive
     // fails); the new process is refused until then and retries by itself.
-    let mut again = Shell::start(rspro, &[]);
+    let mut again = Shell::start(rig.rspro, &[]);
     assert_eq!(
         again.read_iccid_once_settled(),
-        iccid,
+        iccid(1024),
         "the card, for the new process"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::http::request;
+use common::http::{Answer, request};
 use common::*;
 use remsim_testing::pki::{Pki, arg};
 use remsim_testing::workspace_binary;
@@ -38,6 +38,16 @@ fn grpcurl_run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("grpcurl runs")
+}
+
+/// `GET path` with `token` as a bearer token, if any.
+async fn get(api: std::net::SocketAddr, path: &str, token: Option<&str>) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
+        .collect();
+    request(api, "GET", path, &headers, b"").await
 }
 
 fn write(path: &Path, text: &str) -> String {
@@ -123,10 +133,10 @@ async fn without_a_valid_token_only_health_answers() {
     let bearer = |t: &str| format!("Bearer {t}");
     let (read, admin) = (bearer(READER), bearer(ADMIN));
     let banks = "/api/backend/v1/banks";
-    let answer = request(server.api, "GET", banks, &[], b"").await;
+    let answer = get(server.api, banks, None).await;
     assert_eq!(answer.status, 401, "{}", answer.text());
     assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
-    let answer = request(server.api, "GET", banks, &[("Authorization", &read)], b"").await;
+    let answer = get(server.api, banks, Some(READER)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let json = [
         ("Authorization", read.as_str()),
@@ -141,16 +151,9 @@ async fn without_a_valid_token_only_health_answers() {
     ];
     let answer = request(server.api, "POST", "/api/backend/v1/slotmaps", &json, body).await;
     assert_eq!(answer.status, 201, "{}", answer.text());
-    let answer = request(server.api, "GET", "/metrics", &[], b"").await;
+    let answer = get(server.api, "/metrics", None).await;
     assert_eq!(answer.status, 401);
-    let answer = request(
-        server.api,
-        "GET",
-        "/metrics",
-        &[("Authorization", &read)],
-        b"",
-    )
-    .await;
+    let answer = get(server.api, "/metrics", Some(READER)).await;
     assert_eq!(answer.status, 200);
 
     // SIGHUP: a new tokens file replaces the old one.
@@ -158,7 +161,7 @@ async fn without_a_valid_token_only_health_answers() {
     server.hangup();
     let deadline = tokio::time::Instant::now() + GUARD;
     loop {
-        let answer = request(server.api, "GET", banks, &[("Authorization", &read)], b"").await;
+        let answer = get(server.api, banks, Some(READER)).await;
         if answer.status == 401 {
             break;
         }
@@ -168,15 +171,7 @@ async fn without_a_valid_token_only_health_answers() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let rotated = bearer("adm-rotated-1");
-    let answer = request(
-        server.api,
-        "GET",
-        banks,
-        &[("Authorization", &rotated)],
-        b"",
-    )
-    .await;
+    let answer = get(server.api, banks, Some("adm-rotated-1")).await;
     assert_eq!(answer.status, 200);
     // A broken file keeps the tokens in force.
     write(&dir.path("tokens"), "root:nope\n");
@@ -190,14 +185,7 @@ async fn without_a_valid_token_only_health_answers() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let answer = request(
-        server.api,
-        "GET",
-        banks,
-        &[("Authorization", &rotated)],
-        b"",
-    )
-    .await;
+    let answer = get(server.api, banks, Some("adm-rotated-1")).await;
     assert_eq!(answer.status, 200, "the previous tokens stay");
 
     let log = Server::log(&db);
@@ -303,7 +291,7 @@ async fn rspro_from_outside_the_allow_list_is_closed_at_accept() {
     peer.expect_closed().await;
     let mut again = Peer::connect(server.rspro).await;
     again.expect_closed().await;
-    let metrics = request(server.api, "GET", "/metrics", &[], b"").await;
+    let metrics = get(server.api, "/metrics", None).await;
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     assert!(
         text.contains(r#"remsim_server_connections_refused_total{port="rspro",reason="allow"} 2"#),
