@@ -22,6 +22,13 @@ use tracing::{info, warn};
 /// peer that connects and says nothing must not hold a task.
 pub const HANDSHAKE_BOUND: Duration = Duration::from_secs(10);
 
+fn handshake_timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("TLS handshake not done within {HANDSHAKE_BOUND:?}"),
+    )
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -168,11 +175,9 @@ impl Reloading {
 
     /// The acceptor for the next handshake.
     pub fn acceptor(&self) -> TlsAcceptor {
-        let config = match self.current.read() {
-            Ok(config) => config.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        TlsAcceptor::from(config)
+        // A panic elsewhere cannot leave the Arc half-written: take it as it is.
+        let config = self.current.read().unwrap_or_else(|p| p.into_inner());
+        TlsAcceptor::from(config.clone())
     }
 
     /// Reads the files again. A broken new pair (a half-written rotation)
@@ -181,13 +186,8 @@ impl Reloading {
         let stamp = self.files.stamp();
         match self.files.config(&self.alpn) {
             Ok(config) => {
-                match self.current.write() {
-                    Ok(mut current) => *current = Arc::new(config),
-                    Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-                }
-                if let Ok(mut last) = self.stamp.lock() {
-                    *last = stamp;
-                }
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
                 info!(port = self.what, cert = %self.files.cert.display(), "TLS certificate reloaded");
                 true
             }
@@ -205,7 +205,7 @@ impl Reloading {
     /// Reloads when a file changed on disk since the last load.
     pub fn reload_when_changed(&self) -> bool {
         let now = self.files.stamp();
-        let changed = self.stamp.lock().map(|last| *last != now).unwrap_or(true);
+        let changed = *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) != now;
         changed && self.reload_now()
     }
 
@@ -215,13 +215,9 @@ impl Reloading {
         tcp: TcpStream,
     ) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
         let handshake = self.acceptor().accept(tcp);
-        match tokio::time::timeout(HANDSHAKE_BOUND, handshake).await {
-            Ok(done) => done,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("TLS handshake not done within {HANDSHAKE_BOUND:?}"),
-            )),
-        }
+        tokio::time::timeout(HANDSHAKE_BOUND, handshake)
+            .await
+            .unwrap_or_else(|_| Err(handshake_timed_out()))
     }
 }
 
@@ -384,13 +380,10 @@ impl Upgrade for Client {
         };
         Box::pin(async move {
             let handshake = connector.connect(name?, tcp);
-            match tokio::time::timeout(HANDSHAKE_BOUND, handshake).await {
-                Ok(stream) => Ok(Box::new(stream?) as BoxedTransport),
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("TLS handshake not done within {HANDSHAKE_BOUND:?}"),
-                )),
-            }
+            let stream = tokio::time::timeout(HANDSHAKE_BOUND, handshake)
+                .await
+                .unwrap_or_else(|_| Err(handshake_timed_out()))?;
+            Ok(Box::new(stream) as BoxedTransport)
         })
     }
 }

@@ -174,13 +174,9 @@ impl Auth {
         match read(path) {
             Ok(tokens) => {
                 info!(file = %path.display(), tokens = tokens.len(), "API tokens reloaded");
-                match self.tokens.write() {
-                    Ok(mut t) => *t = Arc::new(tokens),
-                    Err(poisoned) => *poisoned.into_inner() = Arc::new(tokens),
-                }
-                if let Ok(mut last) = self.stamp.lock() {
-                    *last = read_at;
-                }
+                // Poisoning cannot leave an Arc half-written: take it as it is.
+                *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+                *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = read_at;
             }
             Err(e) => {
                 warn!(file = %path.display(), error = format!("{e:#}"), "API tokens not reloaded; keeping the previous ones")
@@ -193,14 +189,14 @@ impl Auth {
             return false;
         };
         let now = stamp(path);
-        self.stamp.lock().map(|last| *last != now).unwrap_or(true)
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) != now
     }
 
     fn tokens(&self) -> Arc<Tokens> {
-        match self.tokens.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
