@@ -453,3 +453,65 @@ async fn clients_from_outside_the_allow_list_are_closed_at_accept() {
     let (_client, result) = client(&bankd, C23).await;
     assert_eq!(result, ResultCode::CardNotPresent, "served (no map yet)");
 }
+
+/// Hostile clients on the bankd's port: a ConnectClientReq one byte per
+/// write is understood; garbage, a zero-length frame and a 65,535-byte
+/// frame of junk are closed at once; a client id beyond 1023 is refused; the port
+/// serves a proper client afterwards.
+#[tokio::test]
+async fn hostile_clients_are_understood_refused_or_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = SimServer::new().await;
+    // No identify deadline to hide behind: each close is the input's doing.
+    let bankd = Bankd::start(sim.port, &["--backend", "soft", "--identify-timeout", "1h"]).await;
+    let (mut server, ..) = sim.accept().await;
+    map(&mut server, B0, C23).await;
+
+    let req = rspro::ipa::Frame::rspro(&RsproPdu::connect_client_req(client_identity(), Some(C23)))
+        .expect("frame")
+        .to_bytes()
+        .expect("bytes");
+    let mut stream = tokio::net::TcpStream::connect(bankd.addr())
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    for byte in req.iter() {
+        stream.write_all(&[*byte]).await.expect("a byte");
+        tokio::task::yield_now().await;
+    }
+    let mut bytewise = Peer::from_stream(stream);
+    let res = bytewise.recv().await;
+    let Msg::ConnectClientRes(r) = res.msg else {
+        panic!("{res:?}")
+    };
+    assert_eq!(r.result, ResultCode::Ok);
+    drop(bytewise);
+
+    // The largest frame IPA allows (LEN 65535, spec §1.3), full of junk:
+    // undecodable, which closes a bankd worker's connection as in C.
+    let mut largest = vec![0xff, 0xff, 0xee, 0x07];
+    largest.extend(std::iter::repeat_n(0x30, 65534));
+    for bytes in [
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0x00, 0x00, 0xee],
+        vec![0x00, 0x02, 0x42, 0x00, 0x00],
+        largest,
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(bankd.addr())
+            .await
+            .expect("connect");
+        let _ = stream.write_all(&bytes).await;
+        let mut sink = [0u8; 4096];
+        let closed = tokio::time::timeout(remsim_testing::GUARD, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        assert!(closed.is_ok(), "closed after {:02x?}", &bytes[..3]);
+    }
+
+    let (_, result) = client(&bankd, ClientSlot::new(5000, 0)).await;
+    assert_ne!(result, ResultCode::Ok, "client id 5000");
+    let (mut proper, result) = client(&bankd, C23).await;
+    assert_eq!(result, ResultCode::Ok);
+    expect_atr(&mut proper, C23).await;
+}

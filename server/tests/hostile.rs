@@ -68,24 +68,33 @@ async fn garbage_oversized_and_out_of_range_input_is_closed_or_refused() {
     let dir = TempDir::new("garbage");
     // No identify deadline to hide behind: each close is the input's doing.
     let server = Server::start_with(&dir.path("t.db"), &["--identify-timeout", "1h"]).await;
-    // Not IPA at all; a zero-length frame; a frame of an unknown protocol;
-    // an RSPRO frame longer than any PDU the C suite can send.
-    let mut oversized = vec![0xff, 0xff, 0xee, 0x07];
-    oversized.extend(std::iter::repeat_n(0x30, 2000));
+    // Not IPA at all; a zero-length frame; a frame of an unknown protocol.
     for bytes in [
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         vec![0x00, 0x00, 0xee],
         vec![0x00, 0x02, 0x42, 0x00, 0x00],
-        oversized,
     ] {
         let mut stream = TcpStream::connect(server.rspro).await.expect("connect");
         let _ = stream.write_all(&bytes).await;
         assert!(
             closed(&mut stream).await,
             "closed after {:02x?}",
-            &bytes[..4]
+            &bytes[..3]
         );
     }
+    // The largest frame IPA allows (LEN 65535, spec §1.3), full of junk: the
+    // server drops the undecodable PDU and keeps the link, as the C server
+    // does; the bankd that sent it identifies afterwards.
+    let mut largest = vec![0xff, 0xff, 0xee, 0x07];
+    largest.extend(std::iter::repeat_n(0x30, 65534));
+    let mut peer = Peer::connect(server.rspro).await;
+    peer.send_raw(&largest).await;
+    peer.send_raw(&connect_bank(2)).await;
+    let res = peer.recv().await;
+    let Msg::ConnectBankRes(r) = res.msg else {
+        panic!("{res:?}")
+    };
+    assert_eq!(r.result, ResultCode::Ok, "identified after the junk frame");
     // Ids beyond 0..1023 are refused, not taken.
     let mut peer = Peer::connect(server.rspro).await;
     peer.send_raw(&connect_bank(5000)).await;
