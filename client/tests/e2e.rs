@@ -47,28 +47,38 @@ struct Shell {
     seen: Vec<String>,
 }
 
+/// The arguments of `remsim-client shell` as client 23:0 of the server at
+/// `host`:`rspro`, with fast keep-alive.
+fn client_args(host: &str, rspro: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["-i", host, "-p", &rspro.to_string(), "-c", "23", "-n", "0"]
+        .map(String::from)
+        .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(
+        [
+            "--keepalive-interval",
+            "1s",
+            "--keepalive-timeout",
+            "1s",
+            "shell",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 impl Shell {
     /// `remsim-client shell` as client 23:0 of the server at 127.0.0.1:`rspro`.
     fn start(rspro: u16, extra: &[&str]) -> Shell {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-client"))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &rspro.to_string(),
-                "-c",
-                "23",
-                "-n",
-                "0",
-            ])
-            .args(extra)
-            .args([
-                "--keepalive-interval",
-                "1s",
-                "--keepalive-timeout",
-                "1s",
-                "shell",
-            ])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remsim-client"));
+        cmd.args(client_args("127.0.0.1", rspro, extra));
+        Shell::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a remsim-client shell, or a wrapper that ends in one)
+    /// with its stdin and stdout piped to the test.
+    fn spawn(mut cmd: Command) -> Shell {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -596,4 +606,131 @@ async fn a_client_killed_mid_apdu_leaves_its_card_usable() {
         iccid(1024),
         "the card, for the new process"
     );
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// A network cut between the modem's host and the rest: the client in a
+/// network namespace of its own behind a veth pair; the link goes down.
+/// The server frees the client's slot within the keep-alive bound; when
+/// the link comes back the client reconnects by itself and reads its card.
+/// Runs in a private network and mount namespace (as root).
+#[tokio::test]
+async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
+    if !remsim_testing::in_namespace(
+        "a_network_cut_frees_the_client_and_it_comes_back_with_the_link",
+        "REMSIM_TEST_NETCUT_INNER",
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("client-e2e-netcut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
+    // This side of the cable: 10.99.0.1 on va; the client's: 10.99.0.2 on vb.
+    ip(&[
+        "link", "add", "name", "va", "type", "veth", "peer", "name", "vb",
+    ]);
+    ip(&["addr", "add", "10.99.0.1/24", "dev", "va"]);
+    ip(&["link", "set", "va", "up"]);
+    let (rspro_listen, api_listen) = (format!("0.0.0.0:{rspro}"), format!("127.0.0.1:{api_port}"));
+    let db = dir.join("remsim.db").to_string_lossy().into_owned();
+    let server_args = [
+        "--rspro-listen",
+        &rspro_listen,
+        "--api-listen",
+        &api_listen,
+        "--db",
+        &db,
+        "--keepalive-interval",
+        "1s",
+        "--keepalive-timeout",
+        "1s",
+    ];
+    let _server = remsim_testing::spawn_quiet(
+        &remsim_testing::workspace_binary("remsim-server"),
+        &server_args,
+    );
+    let mut api = connect_api(api_port).await;
+    let (port, listen) = (rspro.to_string(), bankd_port.to_string());
+    let bankd_args = [
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-b",
+        "1",
+        "-n",
+        "4",
+        "-I",
+        "0.0.0.0",
+        "-P",
+        &listen,
+        "--backend",
+        "soft",
+        "--keepalive-interval",
+        "1s",
+        "--keepalive-timeout",
+        "1s",
+    ];
+    let _bankd = remsim_testing::spawn_quiet(
+        &remsim_testing::workspace_binary("remsim-bankd"),
+        &bankd_args,
+    );
+    api.set_bank_endpoint(pb::SetBankEndpointRequest {
+        bank_id: 1,
+        endpoint: format!("10.99.0.1:{bankd_port}"),
+    })
+    .await
+    .expect("endpoint");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 0), (23, 0)))
+        .await
+        .expect("map");
+
+    // The client in a network namespace of its own: it waits for its end
+    // of the cable, configures it, then becomes remsim-client.
+    let script = "ip link set lo up; \
+        while ! ip link show vb >/dev/null 2>&1; do sleep 0.01; done; \
+        ip addr add 10.99.0.2/24 dev vb && ip link set vb up && exec \"$@\"";
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-n",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        env!("CARGO_BIN_EXE_remsim-client"),
+    ])
+    .args(client_args("10.99.0.1", rspro, &[]));
+    let mut shell = Shell::spawn(cmd);
+    ip(&[
+        "link",
+        "set",
+        "vb",
+        "netns",
+        &shell.process.0.id().to_string(),
+    ]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1024));
+    wait_client_connected(&mut api, true).await;
+
+    ip(&["link", "set", "va", "down"]);
+    let cut = std::time::Instant::now();
+    wait_client_connected(&mut api, false).await;
+    eprintln!("client dropped {:?} after the cut", cut.elapsed());
+    ip(&["link", "set", "va", "up"]);
+    let back = std::time::Instant::now();
+    wait_client_connected(&mut api, true).await;
+    assert_eq!(
+        shell.read_iccid_once_settled(),
+        iccid(1024),
+        "its card again"
+    );
+    eprintln!(
+        "card read again {:?} after the link came back",
+        back.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
