@@ -691,7 +691,9 @@ async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
 
     // The client in a network namespace of its own: it waits for its end
     // of the cable, configures it, then becomes remsim-client.
-    let script = "ip link set lo up; \
+    // It says when its namespace exists: moving the cable end earlier would
+    // move it nowhere.
+    let script = "ip link set lo up; echo netns-ready; \
         while ! ip link show vb >/dev/null 2>&1; do sleep 0.01; done; \
         ip addr add 10.99.0.2/24 dev vb && ip link set vb up && exec \"$@\"";
     let mut cmd = Command::new("unshare");
@@ -706,6 +708,7 @@ async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
     ])
     .args(client_args("10.99.0.1", rspro, &[]));
     let mut shell = Shell::spawn(cmd);
+    assert_eq!(shell.line(), "netns-ready");
     ip(&[
         "link",
         "set",
