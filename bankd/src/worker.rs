@@ -54,7 +54,6 @@ pub async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     } = accepted;
     let config = ConnectionConfig::bankd_worker().with_keepalive(shared.keepalive);
     let setup = tls::rspro_connection(stream, peer, shared.tls.as_deref(), config).await;
-    let _counted = shared.metrics.client();
     let conn = match setup {
         Ok(c) => c,
         Err(e) => {
@@ -62,6 +61,7 @@ pub async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             return;
         }
     };
+    let counted = shared.metrics.client();
     let peer = conn.peer_addr();
     info!(%peer, "client connected");
     let mut w = Worker {
@@ -71,6 +71,9 @@ pub async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         card: None,
     };
     let reason = w.run(shutdown).await;
+    // Counted down before the socket closes (with `w`, below): whoever
+    // sees the close sees the count without this client.
+    drop(counted);
     info!(%peer, client = %rspro::pdu::shown(w.session.client()), bank = %rspro::pdu::shown(w.session.bank()), reason, "client connection closed");
     if let Some(card) = w.card.take() {
         card.release().await;

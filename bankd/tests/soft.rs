@@ -418,20 +418,16 @@ async fn metrics_count_apdus_per_slot_and_clients() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
-    drop(client);
-    // The session ends when the bankd sees the close: counted down then.
-    let deadline = tokio::time::Instant::now() + remsim_testing::GUARD;
-    while !scrape(metrics_port)
-        .await
-        .lines()
-        .any(|l| l == "remsim_bankd_clients_connected 0")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "client not counted down"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Unmapped: the bankd ends the session (the close is the event); it
+    // counts the client out before it closes the socket.
+    assert_eq!(unmap(&mut server, B0, C23).await, ResultCode::Ok);
+    client.expect_closed().await;
+    let text = scrape(metrics_port).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "remsim_bankd_clients_connected 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

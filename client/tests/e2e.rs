@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
 
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
@@ -25,15 +24,21 @@ use tokio::io::AsyncReadExt;
 /// Short keep-alive: losses are noticed within the tests' time.
 const KEEPALIVE_1S: &[&str] = &["--keepalive-interval", "1s", "--keepalive-timeout", "1s"];
 
+/// A gRPC client of the management API of a server that listens (as
+/// `start_server` returns).
 async fn connect_api(port: u16) -> RemsimServiceClient<tonic::transport::Channel> {
-    let start = std::time::Instant::now();
-    loop {
-        if let Ok(c) = RemsimServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            return c;
-        }
-        assert!(start.elapsed() < GUARD, "API not up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    RemsimServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("the API of a listening server")
+}
+
+/// Waits, on the server's Watch events, until client 23:0 is (or is not)
+/// connected.
+async fn wait_client_connected(
+    api: &mut RemsimServiceClient<tonic::transport::Channel>,
+    connected: bool,
+) {
+    remsim_testing::watch::until(api, |m| m.client_connected(23, 0) == connected).await;
 }
 
 struct Shell {
@@ -387,19 +392,9 @@ async fn mutual_tls_between_our_components_beside_plain_c_peers() {
         &[KEEPALIVE_1S, &bankd_tls].concat(),
     );
 
-    // Once it is connected over TLS, its client port is open too.
-    let deadline = tokio::time::Instant::now() + GUARD;
-    while !api
-        .get_bank(pb::GetBankRequest { bank_id: 2 })
-        .await
-        .is_ok_and(|b| b.into_inner().connected)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the TLS bankd did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Once it is connected over TLS (a Watch event), its client port is
+    // open too: the bankd binds it before it connects.
+    remsim_testing::watch::until(&mut api, |m| m.bank_connected(2)).await;
 
     // A C bankd on the plain port, with osmo-remsim-bankd's own frame.
     let mut c_bankd = Peer::connect(format!("127.0.0.1:{rspro}").parse().expect("addr")).await;
@@ -471,18 +466,12 @@ async fn a_bankd_killed_and_restarted_serves_its_client_again() {
 
     rig.bankd.0.kill().expect("kill -9");
     rig.bankd.0.wait().expect("reaped");
-    let restarted = std::time::Instant::now();
     rig.bankd = start_soft_bankd(rig.rspro, 1, 4, rig.bankd_port, KEEPALIVE_1S);
     // Typed while the bankd is away or just back: answered once the card is.
     assert_eq!(
         shell.read_iccid_once_settled(),
         iccid(1024),
         "the same card again"
-    );
-    // A figure for docs/reliability.md, not a check: timing is not asserted.
-    eprintln!(
-        "served again {:?} after the bankd's restart",
-        restarted.elapsed()
     );
 }
 
@@ -492,33 +481,6 @@ fn signal(pid: u32, name: &str) {
         .status()
         .expect("kill");
     assert!(status.success(), "kill -{name} {pid}");
-}
-
-/// Polls the server until client 23:0 is (or is not) connected.
-async fn wait_client_connected(
-    api: &mut RemsimServiceClient<tonic::transport::Channel>,
-    connected: bool,
-) {
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        let clients = api
-            .list_clients(pb::ListClientsRequest {})
-            .await
-            .expect("list")
-            .into_inner()
-            .clients;
-        let now = clients
-            .iter()
-            .any(|c| c.connected && c.slot.is_some_and(|s| s.client_id == 23 && s.slot_nr == 0));
-        if now == connected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "client 23:0 connected = {now}, expected {connected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A client frozen (SIGSTOP) stops answering PINGs: the server frees its
@@ -533,12 +495,7 @@ async fn a_frozen_client_is_dropped_and_comes_back_when_thawed() {
 
     let pid = shell.process.0.id();
     signal(pid, "STOP");
-    let stopped = std::time::Instant::now();
     wait_client_connected(&mut rig.api, false).await;
-    eprintln!(
-        "frozen client dropped {:?} after SIGSTOP",
-        stopped.elapsed()
-    );
     signal(pid, "CONT");
     wait_client_connected(&mut rig.api, true).await;
     assert_eq!(
@@ -649,10 +606,7 @@ async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
         "--keepalive-timeout",
         "1s",
     ];
-    let _server = remsim_testing::spawn_quiet(
-        &remsim_testing::workspace_binary("remsim-server"),
-        &server_args,
-    );
+    let _server = remsim_testing::spawn_server(&server_args);
     let mut api = connect_api(api_port).await;
     let (port, listen) = (rspro.to_string(), bankd_port.to_string());
     let bankd_args = [
@@ -720,20 +674,13 @@ async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
     wait_client_connected(&mut api, true).await;
 
     ip(&["link", "set", "va", "down"]);
-    let cut = std::time::Instant::now();
     wait_client_connected(&mut api, false).await;
-    eprintln!("client dropped {:?} after the cut", cut.elapsed());
     ip(&["link", "set", "va", "up"]);
-    let back = std::time::Instant::now();
     wait_client_connected(&mut api, true).await;
     assert_eq!(
         shell.read_iccid_once_settled(),
         iccid(1024),
         "its card again"
-    );
-    eprintln!(
-        "card read again {:?} after the link came back",
-        back.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

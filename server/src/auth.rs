@@ -173,10 +173,12 @@ impl Auth {
         let read_at = stamp(path);
         match read(path) {
             Ok(tokens) => {
-                info!(file = %path.display(), tokens = tokens.len(), "API tokens reloaded");
+                let count = tokens.len();
                 // Poisoning cannot leave an Arc half-written: take it as it is.
                 *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
                 *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = read_at;
+                // Logged once in force: what the log says is what is served.
+                info!(file = %path.display(), tokens = count, "API tokens reloaded");
             }
             Err(e) => {
                 warn!(file = %path.display(), error = format!("{e:#}"), "API tokens not reloaded; keeping the previous ones")

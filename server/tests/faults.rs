@@ -1,5 +1,6 @@
-//! The server killed (-9) at random moments while four writers create and
-//! delete slot maps through the API, 20 times over one database: after
+//! The server killed (-9) at random moments (after a random number of
+//! acknowledged writes) while four writers create and delete slot maps
+//! through the API, 20 times over one database: after
 //! each restart every acknowledged write is there, a write that was
 //! refused or never answered is either wholly there or not at all, and
 //! the map is the same whether asked for by its bank or its client slot.
@@ -7,11 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use common::*;
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
+use tokio::sync::watch;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -51,13 +53,15 @@ impl Rng {
 }
 
 /// Creates and deletes its own maps until a call fails for want of the
-/// server; returns what it knows of each of its slots, and how many of its
-/// writes were acknowledged.
+/// server; counts each acknowledged write in `progress` (shared by the
+/// writers of a round); returns what it knows of each of its slots, and
+/// how many of its writes were acknowledged.
 async fn writer(
     mut api: RemsimServiceClient<Channel>,
     w: u32,
     mut known: Vec<Known>,
     seed: u64,
+    progress: Arc<watch::Sender<usize>>,
 ) -> (Vec<Known>, usize) {
     let mut rng = Rng(seed | 1);
     let mut acknowledged = 0;
@@ -85,6 +89,7 @@ async fn writer(
         known[i] = match answer {
             Ok(()) => {
                 acknowledged += 1;
+                progress.send_modify(|n| *n += 1);
                 if create {
                     Known::Present
                 } else {
@@ -188,15 +193,22 @@ async fn acknowledged_writes_survive_kill_9_at_random_moments() {
                 *slot = if there { Known::Present } else { Known::Absent };
             }
         }
+        let (progress, mut written) = watch::channel(0usize);
+        let progress = Arc::new(progress);
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let api = api.clone();
                 let mine = known[w as usize].clone();
-                tokio::spawn(writer(api, w, mine, rng.next()))
+                tokio::spawn(writer(api, w, mine, rng.next(), progress.clone()))
             })
             .collect();
-        // A random moment: a few writes in, or many.
-        tokio::time::sleep(Duration::from_millis(5 + rng.below(120))).await;
+        // A random moment, counted in writes rather than time: after 1 to
+        // 60 acknowledged ones, while others are in flight.
+        let moment = 1 + rng.below(60) as usize;
+        tokio::time::timeout(GUARD, written.wait_for(|n| *n >= moment))
+            .await
+            .expect("the writers make progress")
+            .expect("a writer is running");
         server.kill9();
         for (w, task) in writers.into_iter().enumerate() {
             let (after, acked) = task.await.expect("writer");

@@ -9,7 +9,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::http::{Answer, answer_requests, exchange, request};
 use common::*;
@@ -112,31 +111,18 @@ fn expect_refused(ours: &Answer, status: u16, what: &str) {
 }
 
 /// Whether a slot map list holds maps, all ACTIVE.
-fn all_active(body: &[u8]) -> bool {
-    let Ok(list) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    list["slotmaps"]
-        .as_array()
-        .is_some_and(|maps| !maps.is_empty() && maps.iter().all(|m| m["state"] == "ACTIVE"))
-}
-
 /// GET /slotmaps once the bankd has confirmed the maps (C's answer was
-/// taken then); bounded by GUARD.
-async fn slotmaps_once_active(api: SocketAddr) -> Answer {
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        let answer = get(api, "/slotmaps").await;
-        if answer.status != 200 || all_active(&answer.body) {
-            return answer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the maps never became ACTIVE: {}",
-            answer.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// taken then): after the server's Watch stream says they are ACTIVE.
+async fn slotmaps_once_active(server: &Server) -> Answer {
+    let mut api = server.api().await;
+    wait_maps(&mut api, |maps| {
+        !maps.is_empty()
+            && maps
+                .iter()
+                .all(|m| m.state() == remsim_api::v1::SlotmapState::Active)
+    })
+    .await;
+    get(server.api, "/slotmaps").await
 }
 
 /// The C scenario's bankd: bank 1 with 8 slots, as osmo-remsim-bankd 1.0.0
@@ -197,7 +183,10 @@ async fn answers_as_the_c_server() {
     like_c(&get(api, "/banks").await, "04-get-banks");
     like_c(&get(api, "/banks/1").await, "05-get-bank-1");
     like_c(&post(api, "/slotmaps", JSON, MAP).await, "06-post-slotmap");
-    like_c(&slotmaps_once_active(api).await, "07-get-slotmaps-active");
+    like_c(
+        &slotmaps_once_active(&server).await,
+        "07-get-slotmaps-active",
+    );
     like_c(
         &post(api, "/slotmaps", JSON, MAP).await,
         "08-post-slotmap-duplicate",
@@ -225,7 +214,7 @@ async fn answers_as_the_c_server() {
     // is 0). There is no client 0: 404.
     expect_refused(&get(api, "/clients/0").await, 404, "GET /clients/0");
     like_c(&get(api, "/banks").await, "13-get-banks");
-    like_c(&slotmaps_once_active(api).await, "14-get-slotmaps");
+    like_c(&slotmaps_once_active(&server).await, "14-get-slotmaps");
 
     like_c(&delete(api, "/slotmaps/65536").await, "15-delete-slotmap");
     like_c(&get(api, "/slotmaps").await, "16-get-slotmaps-after-delete");
@@ -235,7 +224,7 @@ async fn answers_as_the_c_server() {
         "18-post-slotmap-again",
     );
     like_c(
-        &slotmaps_once_active(api).await,
+        &slotmaps_once_active(&server).await,
         "19-get-slotmaps-recreated",
     );
 

@@ -66,7 +66,7 @@ async fn without_a_valid_token_only_health_answers() {
     let read_file = write(&dir.path("read.token"), READER);
     let db = dir.path("t.db");
     // Server::start waits for SERVING through health: open without a token.
-    let server = Server::start_with(&db, &["--api-tokens", &tokens]).await;
+    let mut server = Server::start_with(&db, &["--api-tokens", &tokens]).await;
     let url = format!("http://{}", server.api);
 
     // remsimctl: no token, a read token on a write, an admin token.
@@ -159,32 +159,17 @@ async fn without_a_valid_token_only_health_answers() {
     // SIGHUP: a new tokens file replaces the old one.
     write(&dir.path("tokens"), "admin:adm-rotated-1\n");
     server.hangup();
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        let answer = get(server.api, banks, Some(READER)).await;
-        if answer.status == 401 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tokens not reloaded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Logged once the new tokens are in force (or by the file check, if it
+    // came first: the same line).
+    server.wait_log("API tokens reloaded").await;
+    let answer = get(server.api, banks, Some(READER)).await;
+    assert_eq!(answer.status, 401, "the removed token is refused");
     let answer = get(server.api, banks, Some("adm-rotated-1")).await;
     assert_eq!(answer.status, 200);
     // A broken file keeps the tokens in force.
     write(&dir.path("tokens"), "root:nope\n");
     server.hangup();
-    let log_has = |text: &str| Server::log(&db).contains(text);
-    let deadline = tokio::time::Instant::now() + GUARD;
-    while !log_has("not reloaded") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reload failure not logged"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    server.wait_log("API tokens not reloaded").await;
     let answer = get(server.api, banks, Some("adm-rotated-1")).await;
     assert_eq!(answer.status, 200, "the previous tokens stay");
 
@@ -223,7 +208,7 @@ async fn tls_and_client_certificates_on_the_management_port() {
         "--api-client-ca",
         &ca_arg,
     ];
-    let server = Server::start_tls(&db, &extra, Some(tls)).await;
+    let mut server = Server::start_tls(&db, &extra, Some(tls)).await;
     let https = format!("https://{}", server.api);
     let (client_cert, client_key) = (arg(&first.client_cert), arg(&first.client_key));
     // remsimctl's TLS options: the CA to trust, our certificate.
@@ -261,23 +246,18 @@ async fn tls_and_client_certificates_on_the_management_port() {
     server.hangup();
     let trusting_second = trusting(&arg(&second.ca));
     let trusting_second: Vec<&str> = trusting_second.iter().map(String::as_str).collect();
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        let out = remsimctl(
-            &https,
-            &[&trusting_second[..], &["bank", "list"]].concat(),
-            &[],
-        );
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "certificate not reloaded: {}",
-            stderr(&out)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // Logged once the new pair is in force (SIGHUP, or the file check).
+    server.wait_log("TLS certificate reloaded").await;
+    let out = remsimctl(
+        &https,
+        &[&trusting_second[..], &["bank", "list"]].concat(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "the new certificate: {}",
+        stderr(&out)
+    );
     let out = remsimctl(&https, &[&with_cert[..], &["bank", "list"]].concat(), &[]);
     assert!(!out.status.success(), "the old certificate is still served");
 }

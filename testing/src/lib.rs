@@ -1,7 +1,10 @@
 //! Test support for remsim's integration tests (a `publish = false`
 //! crate, only ever a dev-dependency): a raw RSPRO peer on a real socket that plays a bankd, a
 //! client or a server frame by frame, answers PINGs unless told not to, and
-//! bounds every wait.
+//! bounds every wait; waiting on the server's state through its Watch
+//! stream ([`watch`]); test certificates ([`pki`]).
+
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -316,12 +319,48 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
 }
 
 /// This workspace's remsim-server on 127.0.0.1 (`rspro` and `api` ports),
-/// its database at `db`, output discarded.
+/// its database at `db`; returns once it listens (see [`spawn_server`]).
 pub fn start_server(db: &std::path::Path, rspro: u16, api: u16, extra: &[&str]) -> Proc {
     let (rspro, api) = (format!("127.0.0.1:{rspro}"), format!("127.0.0.1:{api}"));
     let db = db.to_string_lossy();
     let args = ["--rspro-listen", &rspro, "--api-listen", &api, "--db", &db];
-    spawn_quiet(&workspace_binary("remsim-server"), &[&args, extra].concat())
+    spawn_server(&[&args, extra].concat())
+}
+
+/// This workspace's remsim-server with `args`, returned once it has logged
+/// that it listens: its ports are bound, so a connection from then on is
+/// served (it waits in the backlog meanwhile); no connect needs retrying.
+/// Its log is read and discarded; an exit before listening fails the test.
+pub fn spawn_server(args: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let path = workspace_binary("remsim-server");
+    let mut child = std::process::Command::new(&path)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let stderr = child.stderr.take().expect("stderr");
+    let (listening_tx, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        for line in lines.by_ref() {
+            if line.contains("listening") {
+                let _ = listening_tx.send(());
+                break;
+            }
+        }
+        // Read on, so that the server never blocks on a full pipe.
+        lines.for_each(drop);
+    });
+    let mut proc = Proc(child);
+    if listening.recv_timeout(GUARD).is_err() {
+        let status = proc.0.try_wait().ok().flatten();
+        panic!("remsim-server {args:?} did not start listening (exit: {status:?})");
+    }
+    proc
 }
 
 /// This workspace's remsim-bankd with soft SIMs: bank `bank_id` of `slots`

@@ -9,7 +9,6 @@ pub mod http;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
@@ -64,6 +63,28 @@ pub struct Server {
     pub api: SocketAddr,
     /// TLS towards the management port, when it serves TLS.
     tls: Option<ClientTlsConfig>,
+    /// The server's log lines as it writes them (also kept in the .log
+    /// file beside the database).
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Copies the server's stderr line by line to its log file and to the test.
+fn tee_log(
+    stderr: std::process::ChildStderr,
+    mut file: std::fs::File,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use std::io::{BufRead, Write};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = writeln!(file, "{line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Server {
@@ -82,7 +103,7 @@ impl Server {
         let rspro: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = std::fs::File::create(db.with_extension("log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_remsim-server"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_remsim-server"))
             .arg("--rspro-listen")
             .arg(rspro.to_string())
             .arg("--api-listen")
@@ -92,47 +113,54 @@ impl Server {
             .args(defaults(extra))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("remsim-server starts");
+        let log = tee_log(child.stderr.take().expect("stderr"), log);
         let mut server = Server {
             child: Proc(child),
             rspro,
             api,
             tls,
+            log,
         };
         server.wait_serving().await;
         server
     }
 
-    /// Waits until the API reports SERVING; fails at once if the server
-    /// exited (its log is beside the database).
+    /// Waits for the server's "listening" line (its ports are bound: a
+    /// connection from then on waits in the backlog until it is served),
+    /// then checks that health says SERVING.
     async fn wait_serving(&mut self) {
-        let deadline = tokio::time::Instant::now() + GUARD;
-        loop {
-            if let Ok(channel) = self.endpoint().connect().await {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                let req = tonic_health::pb::HealthCheckRequest {
-                    service: "remsim.v1.RemsimService".into(),
-                };
-                if let Ok(r) = health.check(req).await
-                    && r.into_inner().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                {
-                    return;
+        self.wait_log("listening").await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: "remsim.v1.RemsimService".into(),
+        };
+        let status = health.check(req).await.expect("health").into_inner().status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    /// Waits for the next log line containing `needle` (the event a
+    /// reload or a refusal leaves); returns it.
+    pub async fn wait_log(&mut self, needle: &str) -> String {
+        let wanted = async {
+            loop {
+                match self.log.recv().await {
+                    Some(line) if line.contains(needle) => return line,
+                    Some(_) => {}
+                    None => panic!(
+                        "remsim-server ended before logging {needle:?}; see its .log beside the database"
+                    ),
                 }
             }
-            if let Some(status) = self.child.0.try_wait().expect("wait") {
-                panic!(
-                    "remsim-server exited at start ({status}); see its .log beside the database"
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not become SERVING"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        tokio::time::timeout(GUARD, wanted)
+            .await
+            .unwrap_or_else(|_| panic!("remsim-server did not log {needle:?} in time"))
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -250,23 +278,14 @@ pub async fn slotmaps(api: &mut RemsimServiceClient<Channel>) -> Vec<pb::Slotmap
         .slotmaps
 }
 
-/// Polls until the slot maps satisfy `ok`.
+/// Waits, on the server's Watch events, until the slot maps satisfy `ok`.
 pub async fn wait_maps(
     api: &mut RemsimServiceClient<Channel>,
     ok: impl Fn(&[pb::Slotmap]) -> bool,
 ) -> Vec<pb::Slotmap> {
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        let maps = slotmaps(api).await;
-        if ok(&maps) {
-            return maps;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slot maps never got there: {maps:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    remsim_testing::watch::until(api, |m| ok(&m.slotmaps()))
+        .await
+        .slotmaps()
 }
 
 /// grpcurl from $GRPCURL, the repository's .venv (see .ci/run), or PATH.
