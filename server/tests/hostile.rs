@@ -35,16 +35,6 @@ async fn closed(stream: &mut TcpStream) -> bool {
     tokio::time::timeout(GUARD, until_eof).await.is_ok()
 }
 
-/// The server's resident memory in kB (VmRSS).
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test]
 async fn a_byte_by_byte_sender_is_understood() {
     let dir = TempDir::new("bytewise");
@@ -139,21 +129,30 @@ async fn a_ping_flood_that_never_reads_is_cut_off_and_others_are_served() {
 #[tokio::test]
 async fn hundreds_of_half_sent_frames_cost_bounded_memory() {
     let dir = TempDir::new("half-frames");
-    let server = Server::start(&dir.path("t.db")).await;
-    let before = rss_kb(server.pid());
-    // 500 connections, each with the first half of a ConnectBankReq and
-    // then silence: each waits for its identify timeout.
+    // Nothing ends these connections during the test but the test.
+    let hour = [
+        "--identify-timeout",
+        "1h",
+        "--keepalive-interval",
+        "1h",
+        "--keepalive-timeout",
+        "1h",
+    ];
+    let server = Server::start_with(&dir.path("t.db"), &hour).await;
+    let before = server.rss_kb();
+    // 500 connections, each set up by the server (its first PING is the
+    // event), then the first half of a ConnectBankReq, then silence.
     let half = connect_bank(9);
     let half = &half[..half.len() / 2];
     let mut held = Vec::new();
     for _ in 0..500 {
-        let mut s = TcpStream::connect(server.rspro).await.expect("connect");
+        let mut s = server.idle_connection().await;
         s.write_all(half).await.expect("half a frame");
         held.push(s);
     }
     // Served beside them.
     let _bankd = bankd(&server, 1, 8).await;
-    let during = rss_kb(server.pid());
+    let during = server.rss_kb();
     eprintln!(
         "500 half-sent frames: server RSS {before} kB → {during} kB ({} bytes each)",
         (during.saturating_sub(before)) * 1024 / 500

@@ -10,32 +10,6 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// Resident memory of a process, in kB (/proc/PID/status VmRSS).
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// Connects and waits for the server's first PING: the connection is
-/// accepted and set up when that arrives.
-async fn idle_connection(server: &Server) -> TcpStream {
-    let mut stream = timeout(GUARD, TcpStream::connect(server.rspro))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let mut ping = [0u8; 4];
-    timeout(GUARD, stream.read_exact(&mut ping))
-        .await
-        .expect("PING in time")
-        .expect("PING");
-    assert_eq!(ping, [0, 1, 0xfe, 0], "IPA PING");
-    stream
-}
-
 #[tokio::test]
 async fn five_thousand_idle_connections_cost_bounded_memory_and_others_are_served() {
     const IDLE: usize = 5000;
@@ -44,13 +18,13 @@ async fn five_thousand_idle_connections_cost_bounded_memory_and_others_are_serve
     let hour = ["--identify-timeout", "1h", "--keepalive-interval", "1h"];
     let server = Server::start_with(&dir.path("db"), &hour).await;
     // A first connection warms up what every connection shares.
-    let warm = idle_connection(&server).await;
-    let before = rss_kb(server.pid());
+    let warm = server.idle_connection().await;
+    let before = server.rss_kb();
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        idle.push(idle_connection(&server).await);
+        idle.push(server.idle_connection().await);
     }
-    let after = rss_kb(server.pid());
+    let after = server.rss_kb();
     let per_connection = (after.saturating_sub(before)) * 1024 / IDLE as u64;
     eprintln!(
         "{IDLE} idle RSPRO connections: {before} kB -> {after} kB, {per_connection} bytes each"
@@ -75,9 +49,9 @@ async fn over_the_connection_limit_peers_are_closed_and_it_is_logged() {
     let dir = TempDir::new("limit");
     let server = Server::start_with(&dir.path("db"), &["--max-connections", "3"]).await;
     let held = [
-        idle_connection(&server).await,
-        idle_connection(&server).await,
-        idle_connection(&server).await,
+        server.idle_connection().await,
+        server.idle_connection().await,
+        server.idle_connection().await,
     ];
     let mut over = TcpStream::connect(server.rspro).await.expect("connect");
     let mut buf = [0u8; 4];

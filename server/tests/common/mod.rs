@@ -187,6 +187,34 @@ impl Server {
         std::fs::read_to_string(db.with_extension("log")).unwrap_or_default()
     }
 
+    /// The server's resident memory in kB (/proc/PID/status VmRSS).
+    pub fn rss_kb(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Connects to the RSPRO port and waits for the server's first PING:
+    /// the connection is accepted and set up when that arrives.
+    pub async fn idle_connection(&self) -> tokio::net::TcpStream {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::time::timeout(GUARD, tokio::net::TcpStream::connect(self.rspro))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut ping = [0u8; 4];
+        tokio::time::timeout(GUARD, stream.read_exact(&mut ping))
+            .await
+            .expect("PING in time")
+            .expect("PING");
+        assert_eq!(ping, [0, 1, 0xfe, 0], "IPA PING");
+        stream
+    }
+
     /// Sends SIGHUP (reload tokens and certificates).
     pub fn hangup(&self) {
         let status = Command::new("kill")
