@@ -31,7 +31,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{delete, get, post};
 use remsim_api::v1 as pb;
 use rspro::validate::MAX_ID;
 use rspro::{BankSlot, ClientSlot};
@@ -94,11 +94,6 @@ pub fn router(service: mpsc::Sender<service::Request>) -> Router {
             v1!("/global-reset"),
             post(global_reset).fallback(resource_not_found),
         )
-        // Everything else under the prefix answers as C's web server does;
-        // paths outside it are left to the router this one is merged into.
-        .route(v1!(""), any(resource_not_found))
-        .route(v1!("/"), any(resource_not_found))
-        .route(v1!("/{*rest}"), any(resource_not_found))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(Rest { service })
 }
@@ -301,7 +296,8 @@ fn listing(key: &str, items: Vec<Value>) -> Response {
 
 // ----- handlers -----------------------------------------------------------
 
-/// ulfius' default answer, which C's clients see for anything unknown.
+/// ulfius' default answer, for a known path with another method (other
+/// paths get the same from the management port's fallback).
 async fn resource_not_found() -> Response {
     (StatusCode::NOT_FOUND, "Resource not found").into_response()
 }
