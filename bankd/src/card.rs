@@ -2,7 +2,7 @@
 //! tokio's blocking pool, so no thread is held per slot), or soft SIMs
 //! in-process (`--backend soft`, for demos and tests).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
@@ -76,7 +76,10 @@ impl Card {
     pub async fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
         match self {
             Card::Pcsc(c) => c.transmit(apdu).await,
-            Card::Soft(c) => Ok(c.lock().transmit(apdu)),
+            Card::Soft(c) => {
+                c.present()?;
+                Ok(c.lock().transmit(apdu))
+            }
         }
     }
 
@@ -85,6 +88,7 @@ impl Card {
         match self {
             Card::Pcsc(c) => c.reset(kind).await,
             Card::Soft(c) => {
+                c.present()?;
                 let atr = {
                     let mut card = c.lock();
                     card.reset();
@@ -282,6 +286,8 @@ pub struct SoftBackend {
     cards: Vec<Arc<Mutex<SimCard>>>,
     /// Open handles per slot number: more than one only in shared mode.
     in_use: Arc<Mutex<HashMap<u32, usize>>>,
+    /// Slot numbers whose card has been pulled out.
+    removed: Arc<Mutex<HashSet<u32>>>,
     shared: bool,
 }
 
@@ -289,6 +295,9 @@ pub struct SoftCard {
     card: Arc<Mutex<SimCard>>,
     slot_nr: u32,
     in_use: Arc<Mutex<HashMap<u32, usize>>>,
+    removed: Arc<Mutex<HashSet<u32>>>,
+    /// Pulled out while this handle was open.
+    gone: bool,
     atr: Vec<u8>,
 }
 
@@ -305,8 +314,21 @@ impl SoftBackend {
         Ok(SoftBackend {
             cards,
             in_use: Arc::new(Mutex::new(HashMap::new())),
+            removed: Arc::new(Mutex::new(HashSet::new())),
             shared,
         })
+    }
+
+    /// Pulls the card of a slot out (`false`) or puts it back (`true`), as
+    /// a hand at a reader would: open handles fail until it is opened again.
+    #[cfg(test)]
+    pub fn set_present(&self, slot_nr: u32, present: bool) {
+        let mut removed = lock(&self.removed);
+        if present {
+            removed.remove(&slot_nr);
+        } else {
+            removed.insert(slot_nr);
+        }
     }
 
     fn open(&self, slot: BankSlot) -> Result<SoftCard, CardError> {
@@ -316,6 +338,12 @@ impl SoftBackend {
                 slot.slot_nr
             )));
         };
+        if lock(&self.removed).contains(&slot.slot_nr) {
+            return Err(CardError::NotPresent(format!(
+                "card of slot {} removed",
+                slot.slot_nr
+            )));
+        }
         let mut in_use = lock(&self.in_use);
         let holders = in_use.entry(slot.slot_nr).or_default();
         if *holders > 0 && !self.shared {
@@ -335,6 +363,8 @@ impl SoftBackend {
             card: card.clone(),
             slot_nr: slot.slot_nr,
             in_use: self.in_use.clone(),
+            removed: self.removed.clone(),
+            gone: false,
             atr,
         })
     }
@@ -343,6 +373,21 @@ impl SoftBackend {
 impl SoftCard {
     fn lock(&self) -> std::sync::MutexGuard<'_, SimCard> {
         lock(&self.card)
+    }
+
+    /// A card pulled out stays failed even once it is back: like a reader's
+    /// handle, this one must be given up and the card opened again.
+    fn present(&mut self) -> Result<(), CardError> {
+        if lock(&self.removed).contains(&self.slot_nr) {
+            self.gone = true;
+        }
+        if self.gone {
+            return Err(CardError::NotPresent(format!(
+                "card of slot {} removed",
+                self.slot_nr
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -187,3 +187,120 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::SoftBackend;
+    use remsim_testing::{GUARD, Peer};
+    use rspro::{BankSlot, ClientSlot, ComponentType, Msg, ResultCode, RsproPdu};
+    use simcard::CardProfile;
+
+    const B0: BankSlot = BankSlot {
+        bank_id: 1,
+        slot_nr: 0,
+    };
+    const C23: ClientSlot = ClientSlot {
+        client_id: 23,
+        slot_nr: 0,
+    };
+
+    async fn apdu(client: &mut Peer, hex_apdu: &str) -> Msg {
+        let apdu = hex::decode(hex_apdu).expect("hex");
+        client
+            .send(&RsproPdu::tpdu_modem_to_card(C23, B0, apdu))
+            .await;
+        client.recv().await.msg
+    }
+
+    fn data(msg: Msg) -> Vec<u8> {
+        match msg {
+            Msg::TpduCardToModem(t) => t.data.to_vec(),
+            other => panic!("TpduCardToModem expected, got {other:?}"),
+        }
+    }
+
+    /// A soft card pulled out of its slot while a client uses it, then put
+    /// back: the next APDU is answered with one ErrorInd naming the cause
+    /// (the C bankd forwarded garbage, spec §5.9), the bankd keeps trying
+    /// the slot without telling the client again, and the card back in the
+    /// slot reaches the client as a new SetAtrReq, after which APDUs work.
+    #[tokio::test]
+    async fn a_soft_card_pulled_out_and_put_back_reaches_the_client_again() {
+        let backend = SoftBackend::new(CardProfile::generate(0, 1), false).expect("profiles");
+        let mut table = MapTable::default();
+        table.create(1, 1, B0, C23);
+        let (_maps_tx, maps) = watch::channel(Arc::new(table));
+        let shared = Arc::new(Shared {
+            backend: Backend::Soft(backend),
+            maps,
+            identity: Identity::new(ComponentType::RemsimBankd, "b", "remsim-bankd", "test"),
+            gsmtap: None,
+            keepalive: None,
+            identify_timeout: GUARD,
+            retry: Duration::from_millis(20),
+            tls: None,
+            metrics: Metrics::new(),
+        });
+        let soft = |present| match &shared.backend {
+            Backend::Soft(b) => b.set_present(0, present),
+            Backend::Pcsc(_) => unreachable!("a soft backend"),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_stop, shutdown) = Shutdown::channel();
+        let served = shared.clone();
+        tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.expect("accept");
+            serve(
+                Accepted {
+                    stream,
+                    peer,
+                    shutdown,
+                },
+                served,
+            )
+            .await;
+        });
+        let mut client = Peer::connect(addr).await;
+        let id = Identity::new(ComponentType::RemsimClient, "c", "remsim-client", "test");
+        client
+            .send(&RsproPdu::connect_client_req(id, Some(C23)))
+            .await;
+        let Msg::ConnectClientRes(res) = client.recv().await.msg else {
+            panic!("ConnectClientRes expected")
+        };
+        assert_eq!(res.result, ResultCode::Ok);
+        let Msg::SetAtrReq(first) = client.recv().await.msg else {
+            panic!("SetAtrReq expected")
+        };
+        assert_eq!(
+            data(apdu(&mut client, "00a4000c022fe2").await),
+            [0x90, 0x00]
+        );
+        let iccid = data(apdu(&mut client, "00b000000a").await);
+
+        soft(false);
+        let Msg::ErrorInd(error) = apdu(&mut client, "00b000000a").await else {
+            panic!("ErrorInd expected")
+        };
+        assert_eq!((error.bank_slot, error.client_slot), (Some(B0), Some(C23)));
+        let text = error.error_string.unwrap_or_default();
+        assert!(text.contains("removed"), "{text}");
+        // While the card is out the bankd retries the slot every 20 ms and
+        // stays quiet: the next PDU is the card coming back, not another
+        // error.
+        soft(true);
+        let Msg::SetAtrReq(again) = client.recv().await.msg else {
+            panic!("SetAtrReq expected once the card is back")
+        };
+        assert_eq!(again.atr, first.atr);
+        assert_eq!(
+            data(apdu(&mut client, "00a4000c022fe2").await),
+            [0x90, 0x00]
+        );
+        assert_eq!(data(apdu(&mut client, "00b000000a").await), iccid);
+    }
+}

@@ -1,12 +1,11 @@
 //! remsim-bankd on real PC/SC: pcscd with the vsmartcard vpcd driver in a
 //! private mount and network namespace, soft SIMs served to vpcd by this
 //! test, the slot file naming the vpcd readers, a simulated server and a
-//! simulated client. Needs root and the Debian packages pcscd,
-//! vsmartcard-vpcd and iproute2 (`.ci/run` installs them).
+//! simulated client; a card is pulled out and another put in. Needs root
+//! and the Debian packages pcscd, vsmartcard-vpcd and iproute2 (`.ci/run`
+//! installs them).
 
 mod common;
-
-use std::time::Duration;
 
 use common::*;
 use remsim_testing::pcscd;
@@ -43,7 +42,7 @@ async fn inside_namespace() {
     let dir = std::env::temp_dir().join(format!("bankd-pcsc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let _pcscd = pcscd::start(&dir, "pcscd.log");
-    let profiles = CardProfile::generate(0, 2);
+    let profiles = CardProfile::generate(0, 3);
     let mut card0 = insert_card(0, profiles[0].clone());
     let _card1 = insert_card(1, profiles[1].clone());
 
@@ -71,7 +70,9 @@ async fn inside_namespace() {
     assert_eq!(map(&mut server, B0, C23).await, ResultCode::Ok);
 
     // The card in reader "Virtual PCD 00 00" reaches the client through PC/SC.
-    let (mut client, result) = until_connected(&bankd).await;
+    reader_state("Virtual PCD 00 00", true).await;
+    reader_state("Virtual PCD 00 01", true).await;
+    let (mut client, result) = client(&bankd, C23).await;
     assert_eq!(result, ResultCode::Ok);
     assert_eq!(expect_atr(&mut client, C23).await, default_atr());
     assert_eq!(
@@ -94,27 +95,31 @@ async fn inside_namespace() {
     client.send(&status(true, false)).await;
     assert_eq!(expect_atr(&mut client, C23).await, default_atr());
 
-    // The card is pulled: the next APDU gets an ErrorInd naming the error
-    // (never silence). Reinsertion is covered by the session's unit tests:
-    // Debian's vpcd does not take a new card on a slot whose card vanished
-    // in the middle of an APDU.
+    // The card is pulled out: once pcscd has seen it go, the next APDU
+    // gets one ErrorInd naming the error (never silence, never garbage).
     card0.abort();
     let _ = (&mut card0).await;
-    let error = loop {
-        client
-            .send(&RsproPdu::tpdu_modem_to_card(C23, B0, h("a0a40000023f00")))
-            .await;
-        let pdu = client.recv().await;
-        match pdu.msg {
-            Msg::ErrorInd(e) => break e,
-            Msg::TpduCardToModem(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            other => panic!("{other:?}"),
-        }
+    reader_state("Virtual PCD 00 00", false).await;
+    let error = match apdu_msg(&mut client, &h("a0a40000023f00")).await {
+        Msg::ErrorInd(e) => e,
+        other => panic!("ErrorInd expected, got {other:?}"),
     };
     assert_eq!((error.bank_slot, error.client_slot), (Some(B0), Some(C23)));
     let text = error.error_string.unwrap_or_default();
     assert!(text.starts_with("card"), "{text}");
-    // The bankd keeps the client and retries; the other reader still works.
+    // Another card goes into the reader: the bankd, retrying the slot
+    // every 300 ms without telling the client again, opens it and the
+    // client gets its ATR (the card inserted) and reads the new card.
+    let _card0 = insert_card(0, profiles[2].clone());
+    assert_eq!(expect_atr(&mut client, C23).await, default_atr());
+    assert_eq!(
+        apdu(&mut client, C23, B0, &h("00a4000c022fe2")).await,
+        h("9000")
+    );
+    let iccid = apdu(&mut client, C23, B0, &h("00b000000a")).await;
+    assert_eq!(iccid[..10], swapped_bcd(&profiles[2].iccid, 10)[..]);
+
+    // The other reader works beside it.
     assert_eq!(
         map(&mut server, BankSlot::new(1, 1), ClientSlot::new(24, 0)).await,
         ResultCode::Ok
@@ -133,18 +138,37 @@ async fn inside_namespace() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The first client connection that finds the card (pcscd may still be
-/// detecting it).
-async fn until_connected(bankd: &Bankd) -> (Peer, ResultCode) {
-    let start = std::time::Instant::now();
-    loop {
-        let (p, result) = client(bankd, C23).await;
-        if result == ResultCode::Ok || start.elapsed() > GUARD {
-            return (p, result);
+/// Waits until pcscd reports a card in `reader` (or none): on its status
+/// change events, within the guard.
+async fn reader_state(reader: &'static str, present: bool) {
+    tokio::task::spawn_blocking(move || {
+        let ctx = pcsc::Context::establish(pcsc::Scope::System).expect("PC/SC context");
+        let name = std::ffi::CString::new(reader).expect("name");
+        let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            ctx.get_status_change(left, &mut states)
+                .unwrap_or_else(|e| panic!("{reader}: no card {present} in time: {e}"));
+            let state = states[0].event_state();
+            if state.contains(pcsc::State::PRESENT) == present
+                && state.contains(pcsc::State::EMPTY) != present
+            {
+                return;
+            }
+            states[0].sync_current_state();
         }
-        drop(p);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
+    .expect("status wait");
+}
+
+/// Sends a TPDU and returns whatever answers it.
+async fn apdu_msg(client: &mut Peer, data: &[u8]) -> Msg {
+    client
+        .send(&RsproPdu::tpdu_modem_to_card(C23, B0, data.to_vec()))
+        .await;
+    client.recv().await.msg
 }
 
 #[test]
