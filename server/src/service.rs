@@ -321,8 +321,12 @@ impl Service {
         let written = self.store.apply(ops).await;
         self.metrics.store_write(started.elapsed());
         written.map_err(|e| {
-            error!(error = %e, "store write failed");
-            ServiceError::Store(e.to_string())
+            let cause = match self.store.unwritable() {
+                Some(why) => format!("{e}: {why}"),
+                None => e.to_string(),
+            };
+            error!(error = %cause, "store write failed");
+            ServiceError::Store(cause)
         })
     }
 

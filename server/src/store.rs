@@ -19,6 +19,7 @@ use crate::engine::StoreOp;
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    path: std::sync::Arc<Path>,
 }
 
 /// Everything persisted, as read at start.
@@ -59,7 +60,10 @@ impl Store {
             .run(&pool)
             .await
             .with_context(|| format!("migrating database {}", path.display()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: path.into(),
+        })
     }
 
     /// Closes the connection: SQLite then folds the write-ahead log into the
@@ -157,5 +161,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// After a failed write: why the database file cannot be written, when
+    /// that is the cause (a file system gone read-only after an I/O error,
+    /// a read-only file), as the operator needs to hear it. SQLite itself
+    /// only says "disk I/O error".
+    pub fn unwritable(&self) -> Option<String> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&*self.path)
+            .err()
+            .map(|e| format!("{} cannot be written: {e}", self.path.display()))
     }
 }

@@ -314,3 +314,109 @@ async fn a_full_disk_refuses_writes_clearly_until_there_is_room_again() {
     drop(server);
     let _ = std::process::Command::new("umount").arg(&dir.0).status();
 }
+
+fn run(program: &str, args: &[&str]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?}");
+}
+
+/// The database on an ext4 file system (a loop device of the test's own
+/// mount namespace, mounted errors=remount-ro) that fails under the
+/// running server: the kernel makes it read-only, as it does after a disk
+/// error. Writes are refused with UNAVAILABLE naming the cause, reads and
+/// RSPRO go on; after the operator's repair (unmount, e2fsck, mount) a
+/// new server has every acknowledged map and writes again. Commits are
+/// fsync'd (`--db-sync full`): a failing file system may lose what was
+/// only in its cache, as a power loss would.
+#[tokio::test]
+async fn a_file_system_gone_read_only_refuses_writes_clearly_and_loses_nothing() {
+    if !remsim_testing::in_namespace(
+        "a_file_system_gone_read_only_refuses_writes_clearly_and_loses_nothing",
+        "REMSIM_TEST_READ_ONLY_INNER",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("read-only");
+    let image = dir.path("disk.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("image");
+    let (image, mnt) = (
+        image.to_string_lossy().into_owned(),
+        dir.path("mnt").to_string_lossy().into_owned(),
+    );
+    std::fs::create_dir(&mnt).expect("mount point");
+    run("mkfs.ext4", &["-q", "-F", &image]);
+    let mount = || run("mount", &["-o", "loop,errors=remount-ro", &image, &mnt]);
+    mount();
+    let device = String::from_utf8(
+        std::process::Command::new("findmnt")
+            .args(["-no", "SOURCE", &mnt])
+            .output()
+            .expect("findmnt")
+            .stdout,
+    )
+    .expect("utf-8");
+    let device = device.trim().trim_start_matches("/dev/").to_string();
+
+    let db = std::path::Path::new(&mnt).join("remsim.db");
+    let server = Server::start_with(&db, &["--db-sync", "full"]).await;
+    let mut api = server.api().await;
+    for slot in 0..3 {
+        api.create_slotmap(pb::CreateSlotmapRequest::new((1, slot), (10, slot)))
+            .await
+            .expect("a write while the disk is fine");
+    }
+
+    // The file system fails: the kernel turns it read-only.
+    std::fs::write(format!("/sys/fs/ext4/{device}/trigger_fs_error"), "1")
+        .expect("ext4 error injected");
+    let status = api
+        .create_slotmap(pb::CreateSlotmapRequest::new((1, 3), (10, 3)))
+        .await
+        .expect_err("a write on a read-only file system");
+    eprintln!("refused: {}", status.message());
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("Read-only file system"),
+        "the cause is named: {}",
+        status.message()
+    );
+    let deleted = api.delete_slotmap(by_bank((1, 0))).await;
+    assert_eq!(deleted.expect_err("a delete too").code(), Code::Unavailable);
+    // Reads and RSPRO go on, with what was acknowledged.
+    let banks = |maps: Vec<pb::Slotmap>| -> Vec<(u32, u32)> {
+        maps.iter()
+            .filter_map(|m| m.bank.map(|b| (b.bank_id, b.slot_nr)))
+            .collect()
+    };
+    let acknowledged = vec![(1, 0), (1, 1), (1, 2)];
+    assert_eq!(banks(slotmaps(&mut api).await), acknowledged);
+    let _bankd = bankd(&server, 2, 4).await;
+
+    // The operator's repair, then a new server on the same file.
+    drop(api);
+    drop(server);
+    run("umount", &[&mnt]);
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-f", "-y", &image])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("e2fsck");
+    // 0: clean, 1: errors corrected (the injected error is recorded).
+    assert!(matches!(fsck.code(), Some(0 | 1)), "e2fsck: {fsck:?}");
+    mount();
+    let server = Server::start_with(&db, &["--db-sync", "full"]).await;
+    let mut api = server.api().await;
+    assert_eq!(banks(slotmaps(&mut api).await), acknowledged, "none lost");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 3), (10, 3)))
+        .await
+        .expect("the refused write, on the repaired file system");
+    drop(api);
+    drop(server);
+    run("umount", &[&mnt]);
+}
