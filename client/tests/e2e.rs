@@ -571,9 +571,11 @@ fn ip(args: &[&str]) {
 }
 
 /// A network cut between the modem's host and the rest: the client in a
-/// network namespace of its own behind a veth pair; the link goes down.
-/// The server frees the client's slot within the keep-alive bound; when
-/// the link comes back the client reconnects by itself and reads its card.
+/// network namespace of its own behind a veth pair; the link goes down,
+/// later every packet towards the client is dropped with the link up.
+/// Each time the server frees the client's slot within the keep-alive
+/// bound; when packets pass again the client reconnects by itself and
+/// reads its card.
 /// Runs in a private network and mount namespace (as root).
 #[tokio::test]
 async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
@@ -681,6 +683,25 @@ async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
         shell.read_iccid_once_settled(),
         iccid(1024),
         "its card again"
+    );
+
+    // Packets dropped with the link up (a black hole on the way): every
+    // packet from this side to the client is dropped (a token bucket too
+    // small for any packet); the same detection and recovery.
+    let tc = |args: &[&str]| {
+        let status = Command::new("tc").args(args).status().expect("tc");
+        assert!(status.success(), "tc {args:?}");
+    };
+    tc(&[
+        "qdisc", "add", "dev", "va", "root", "tbf", "rate", "8bit", "burst", "10", "limit", "10",
+    ]);
+    wait_client_connected(&mut api, false).await;
+    tc(&["qdisc", "del", "dev", "va", "root"]);
+    wait_client_connected(&mut api, true).await;
+    assert_eq!(
+        shell.read_iccid_once_settled(),
+        iccid(1024),
+        "its card once packets pass again"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
