@@ -28,8 +28,25 @@ use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::{rest, service};
 
-/// How long an HTTP/1.1 caller may take to send its request headers.
+/// How long an HTTP/1.1 caller may take to send its request headers, and
+/// any caller its first byte (request line, HTTP/2 preface or TLS hello):
+/// silent sockets must not hold the port's places.
 const HEADER_BOUND: Duration = Duration::from_secs(10);
+
+/// What one connection may make the server hold: the management API's
+/// requests and answers are small, so these bound what a hostile caller
+/// can pin (HTTP/1.1 headers; HTTP/2 request data not yet read, answers
+/// not yet taken) without slowing anyone.
+const HTTP1_BUFFER: usize = 64 * 1024;
+const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
+const HTTP2_SEND_BUFFER: usize = 64 * 1024;
+const HTTP2_HEADER_LIST: u32 = 16 * 1024;
+
+/// HTTP/2 PINGs: a caller gone without a close (a Watch stream of a
+/// vanished host) is dropped after interval + timeout.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The port's whole router: gRPC (`grpc`, tonic's services), the C REST
 /// API and `/metrics`; behind the token check, all counted in metrics
@@ -82,10 +99,17 @@ pub async fn serve(
     let mut http = Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_BOUND);
+        .header_read_timeout(HEADER_BOUND)
+        .max_buf_size(HTTP1_BUFFER);
     http.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .max_send_buf_size(HTTP2_SEND_BUFFER)
+        .max_header_list_size(HTTP2_HEADER_LIST)
+        .keep_alive_interval(HTTP2_KEEPALIVE)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
     let http = Arc::new(http);
     listen::serve(listener, policy, shutdown, move |accepted| {
         connection(accepted, app.clone(), http.clone(), tls.clone())
@@ -102,8 +126,20 @@ async fn connection(
     let Accepted {
         stream,
         peer,
-        shutdown,
+        mut shutdown,
     } = accepted;
+    let mut first = [0u8; 1];
+    tokio::select! {
+        sent = tokio::time::timeout(HEADER_BOUND, stream.peek(&mut first)) => match sent {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return,
+            Err(_) => {
+                debug!("nothing sent within {HEADER_BOUND:?}: closed");
+                return;
+            }
+        },
+        _ = shutdown.wait() => return,
+    }
     if let Err(e) = stream.set_nodelay(true) {
         warn!(error = %e, "TCP_NODELAY");
     }

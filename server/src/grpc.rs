@@ -42,6 +42,11 @@ impl Api {
     }
 }
 
+/// The largest request message accepted (tonic's default is 4 MB): the
+/// API's requests are a few ids and an endpoint; a larger one is refused
+/// (OUT_OF_RANGE) from its length prefix, before it is read.
+pub const MAX_REQUEST: usize = 16 * 1024;
+
 fn status(e: ServiceError) -> Status {
     match e {
         ServiceError::Api(ApiError::InvalidArgument(m)) => Status::invalid_argument(m),

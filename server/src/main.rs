@@ -259,7 +259,8 @@ async fn main() -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("reflection v1alpha")?;
-    let api = RemsimServiceServer::new(grpc::Api::new(inbox_tx.clone(), shutdown_rx.clone()));
+    let api = RemsimServiceServer::new(grpc::Api::new(inbox_tx.clone(), shutdown_rx.clone()))
+        .max_decoding_message_size(grpc::MAX_REQUEST);
     let grpc = tonic::service::Routes::new(api)
         .add_service(health_service)
         .add_service(reflection_v1)

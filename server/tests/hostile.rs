@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use rspro::ipa::{Ccm, Frame};
 use rspro::{Msg, ResultCode, RsproPdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 fn frame_bytes(frame: Frame) -> Vec<u8> {
@@ -19,20 +19,6 @@ fn frame_bytes(frame: Frame) -> Vec<u8> {
 fn connect_bank(bank_id: u32) -> Vec<u8> {
     let pdu = RsproPdu::connect_bank_req(bankd_identity(), bank_id, 8);
     frame_bytes(Frame::rspro(&pdu).expect("frame"))
-}
-
-/// Reads until the server closes; true if it did within the guard.
-async fn closed(stream: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 4096];
-    let until_eof = async {
-        loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(GUARD, until_eof).await.is_ok()
 }
 
 #[tokio::test]

@@ -109,6 +109,12 @@ fn dechunk(mut rest: &[u8], what: &str) -> Vec<u8> {
 /// write errors are ignored: a server may answer (413) before it has read
 /// the whole body and close then.
 pub async fn exchange(api: SocketAddr, request: &[u8], what: &str) -> Answer {
+    Answer::parse(&exchange_raw(api, request, what).await, what)
+}
+
+/// Sends `request` (any bytes) on a new connection and returns what the
+/// server sent before it closed.
+pub async fn exchange_raw(api: SocketAddr, request: &[u8], what: &str) -> Vec<u8> {
     let mut stream = tokio::time::timeout(GUARD, TcpStream::connect(api))
         .await
         .expect("connect in time")
@@ -132,7 +138,7 @@ pub async fn exchange(api: SocketAddr, request: &[u8], what: &str) -> Answer {
     let ((), raw) = tokio::time::timeout(GUARD, async { tokio::join!(send, receive) })
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer and close within {GUARD:?}"));
-    Answer::parse(&raw, what)
+    raw
 }
 
 /// One HTTP/1.1 request with `headers`, and a Content-Length for a POST or a body.

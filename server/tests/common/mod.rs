@@ -18,6 +18,22 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use remsim_testing::Proc;
 pub use remsim_testing::{GUARD, Peer, free_port};
 
+/// Reads (and discards) until the server closes; true if it did within
+/// the guard.
+pub async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0u8; 4096];
+    let until_eof = async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(GUARD, until_eof).await.is_ok()
+}
+
 /// A scratch directory removed at the end.
 pub struct TempDir(pub PathBuf);
 
