@@ -705,3 +705,153 @@ async fn a_network_cut_frees_the_client_and_it_comes_back_with_the_link() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A vpcd played by the test, for `remsim-client vpcd`: frames requests,
+/// reads answers.
+struct FakeVpcd {
+    listener: tokio::net::TcpListener,
+}
+
+impl FakeVpcd {
+    /// The client's next connection (it connects while it has a card).
+    async fn card(&self) -> tokio::net::TcpStream {
+        let (stream, _) = tokio::time::timeout(GUARD, self.listener.accept())
+            .await
+            .expect("the card connects in time")
+            .expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+    }
+}
+
+async fn vpcd_send(card: &mut tokio::net::TcpStream, payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let framed = remsim_vcard::vpcd::frame(payload).expect("frame");
+    card.write_all(&framed).await.expect("request");
+}
+
+async fn vpcd_answer(card: &mut tokio::net::TcpStream) -> Vec<u8> {
+    tokio::time::timeout(GUARD, remsim_vcard::vpcd::read_message(card, |_| {}))
+        .await
+        .expect("an answer in time")
+        .expect("an answer")
+}
+
+/// The client's resident memory in kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Hostile input on the vpcd side of `remsim-client vpcd` (a vpcd played
+/// by the test): a request sent byte by byte is understood; an unknown
+/// control code is ignored; APDUs of 65,535 bytes are answered 67 00
+/// locally, in bounded memory; an empty message and a truncated one make
+/// the client take its card out and come back; the card works after all.
+#[tokio::test]
+async fn hostile_vpcd_input_is_answered_or_dropped_and_the_card_comes_back() {
+    use tokio::io::AsyncWriteExt;
+    let rig = Rig::start("vpcd-hostile").await;
+    let vpcd = FakeVpcd {
+        listener: tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    };
+    let addr = vpcd.listener.local_addr().expect("addr").to_string();
+    let rspro = rig.rspro.to_string();
+    let client = remsim_testing::spawn_quiet(
+        std::path::Path::new(env!("CARGO_BIN_EXE_remsim-client")),
+        &[
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &rspro,
+            "-c",
+            "23",
+            "-n",
+            "0",
+            "vpcd",
+            "--vpcd",
+            &addr,
+        ],
+    );
+    let mut card = vpcd.card().await;
+    vpcd_send(&mut card, &[0x04]).await;
+    assert_eq!(vpcd_answer(&mut card).await, default_atr(), "GET ATR");
+    vpcd_send(&mut card, &[0x01]).await; // power on: no answer
+
+    // SELECT EF_ICCID one byte per write.
+    for byte in
+        remsim_vcard::vpcd::frame(&hex::decode("00a4000c022fe2").expect("hex")).expect("frame")
+    {
+        card.write_all(&[byte]).await.expect("a byte");
+        card.flush().await.expect("flush");
+    }
+    assert_eq!(vpcd_answer(&mut card).await, [0x90, 0x00], "byte by byte");
+    // An unknown control code: ignored (the next answer is the APDU's).
+    vpcd_send(&mut card, &[0x7f]).await;
+    vpcd_send(&mut card, &hex::decode("00b000000a").expect("hex")).await;
+    assert_eq!(vpcd_answer(&mut card).await, iccid(1024));
+
+    // The largest messages vpcd can frame, as APDUs: 67 00, and memory
+    // stays where it was.
+    let huge = vec![0xA5u8; 65535];
+    vpcd_send(&mut card, &huge).await;
+    assert_eq!(vpcd_answer(&mut card).await, [0x67, 0x00]);
+    let before = rss_kb(client.0.id());
+    for _ in 0..500 {
+        vpcd_send(&mut card, &huge).await;
+        assert_eq!(vpcd_answer(&mut card).await, [0x67, 0x00]);
+    }
+    let after = rss_kb(client.0.id());
+    eprintln!("500 APDUs of 65,535 bytes: client RSS {before} kB -> {after} kB");
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "{before} -> {after} kB"
+    );
+
+    // An empty message: malformed; the card is taken out and comes back.
+    card.write_all(&[0, 0]).await.expect("empty message");
+    assert!(
+        read_to_close(&mut card).await,
+        "closed after an empty message"
+    );
+    // Half a message, then vpcd goes: the card comes back again.
+    let mut card = vpcd.card().await;
+    card.write_all(&[0x01, 0x00, 0x00, 0xa4])
+        .await
+        .expect("half a message");
+    drop(card);
+
+    let mut card = vpcd.card().await;
+    vpcd_send(&mut card, &[0x04]).await;
+    assert_eq!(
+        vpcd_answer(&mut card).await,
+        default_atr(),
+        "the card again"
+    );
+    vpcd_send(&mut card, &[0x01]).await;
+    vpcd_send(&mut card, &hex::decode("00a4000c022fe2").expect("hex")).await;
+    assert_eq!(vpcd_answer(&mut card).await, [0x90, 0x00]);
+    vpcd_send(&mut card, &hex::decode("00b000000a").expect("hex")).await;
+    assert_eq!(vpcd_answer(&mut card).await, iccid(1024), "its data again");
+    drop(client);
+}
+
+/// Reads until the other side closes; true if it did within the guard.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut sink = [0u8; 1024];
+    tokio::time::timeout(GUARD, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
