@@ -28,6 +28,8 @@ pub struct FakeCardem {
     bulk_rx: Mutex<Receiver<Vec<u8>>>,
     irq_tx: Mutex<Option<Sender<Vec<u8>>>>,
     irq_rx: Mutex<Receiver<Vec<u8>>>,
+    /// Bumped at every host message: tests wait on it, not on the clock.
+    received: tokio::sync::watch::Sender<()>,
 }
 
 fn msg(class: u8, msg_type: u8, payload: &[u8]) -> Vec<u8> {
@@ -58,6 +60,7 @@ impl FakeCardem {
             bulk_rx: Mutex::new(bulk_rx),
             irq_tx: Mutex::new(Some(irq_tx)),
             irq_rx: Mutex::new(irq_rx),
+            received: tokio::sync::watch::Sender::new(()),
         }
     }
 
@@ -77,9 +80,39 @@ impl FakeCardem {
     pub fn status(&self, flags: u32) {
         let mut p = flags.to_le_bytes().to_vec();
         p.extend_from_slice(&[0, 0, 1, 1, 10, 0x80, 0x25, 0, 0]);
+        self.raw_irq(msg(CLASS_CARDEM, BD_CEMU_STATUS, &p));
+    }
+
+    /// Any bytes as one bulk IN transfer (broken or hostile firmware).
+    pub fn raw_bulk(&self, bytes: Vec<u8>) {
+        self.bulk(bytes);
+    }
+
+    /// Any bytes as one interrupt IN transfer.
+    pub fn raw_irq(&self, bytes: Vec<u8>) {
         if let Some(tx) = lock(&self.irq_tx).as_ref() {
-            let _ = tx.send(msg(CLASS_CARDEM, BD_CEMU_STATUS, &p));
+            let _ = tx.send(bytes);
         }
+    }
+
+    /// Waits until `done` holds, checking it at each host message the
+    /// fake receives; fails the test after `wait`.
+    pub async fn until(
+        &self,
+        what: &str,
+        wait: std::time::Duration,
+        mut done: impl FnMut() -> bool,
+    ) {
+        let mut received = self.received.subscribe();
+        let waited = tokio::time::timeout(wait, async {
+            while !done() {
+                if received.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting for {what}");
     }
 
     /// Takes the bytes the card sent on the I/O line so far.
@@ -114,6 +147,7 @@ impl Transport for FakeCardem {
         let (class, msg_type, p) = (bytes[0], bytes[1], &bytes[HEADER_LEN..]);
         let mut s = lock(&self.state);
         s.host.push(bytes.to_vec());
+        self.received.send_replace(());
         match (class, msg_type) {
             (CLASS_CARDEM, BD_CEMU_CONFIG) => {
                 let mut echo = p.to_vec();

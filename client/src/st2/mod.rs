@@ -110,14 +110,6 @@ mod tests {
             .expect("frontend alive")
     }
 
-    async fn until(what: &str, mut f: impl FnMut() -> bool) {
-        let start = std::time::Instant::now();
-        while !f() {
-            assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     /// The frontend against the fake card emulator: startup, the
     /// OPERATIONAL sequence, status changes, case 4, 2 and 3 TPDUs with their
     /// procedure bytes, a reset that voids a pending answer, and unplugging.
@@ -126,7 +118,8 @@ mod tests {
         let fake = Arc::new(FakeCardem::new());
         let ((cmd_tx, mut events), (cmd_rx, event_tx)) = crate::frontend::channels();
         let task = tokio::spawn(run(fake.clone(), Some(true), cmd_rx, event_tx));
-        until("CONFIG", || !fake.host_messages().is_empty()).await;
+        fake.until("CONFIG", WAIT, || !fake.host_messages().is_empty())
+            .await;
         assert_eq!(
             fake.host_messages()[0],
             h("01 08 00 00 00 00 0e 00 | 01 00 00 00 00 03")
@@ -140,7 +133,7 @@ mod tests {
         ] {
             cmd_tx.try_send(cmd).expect("frontend alive");
         }
-        until("the OPERATIONAL sequence", || {
+        fake.until("the OPERATIONAL sequence", WAIT, || {
             fake.host_messages().len() == 5
         })
         .await;
@@ -175,7 +168,8 @@ mod tests {
         cmd_tx
             .try_send(FrontendCmd::Tpdu(h("9f17")))
             .expect("alive");
-        until("the SW", || fake.host_messages().len() == 7).await;
+        fake.until("the SW", WAIT, || fake.host_messages().len() == 7)
+            .await;
         assert_eq!(fake.take_line(), h("a4 9f17"));
 
         // Case 2: GET RESPONSE; INS, the data, the SW.
@@ -184,7 +178,10 @@ mod tests {
         cmd_tx
             .try_send(FrontendCmd::Tpdu(h("0102030490 00")))
             .expect("alive");
-        until("the data and the SW", || fake.host_messages().len() == 9).await;
+        fake.until("the data and the SW", WAIT, || {
+            fake.host_messages().len() == 9
+        })
+        .await;
         assert_eq!(fake.take_line(), h("c0 01020304 9000"));
 
         // Case 3: UPDATE BINARY with two data bytes.
@@ -196,7 +193,8 @@ mod tests {
         cmd_tx
             .try_send(FrontendCmd::Tpdu(h("9000")))
             .expect("alive");
-        until("the SW", || fake.host_messages().len() == 11).await;
+        fake.until("the SW", WAIT, || fake.host_messages().len() == 11)
+            .await;
         assert_eq!(fake.take_line(), h("d6 9000"));
 
         // A reset while the bank works on a READ BINARY: its answer is void.
@@ -214,7 +212,8 @@ mod tests {
         cmd_tx
             .try_send(FrontendCmd::SimRemote(false))
             .expect("alive");
-        until("card removal", || fake.host_messages().len() == 13).await;
+        fake.until("card removal", WAIT, || fake.host_messages().len() == 13)
+            .await;
         assert_eq!(
             fake.host_messages()[11..],
             [
@@ -235,6 +234,66 @@ mod tests {
             .expect("no panic");
     }
 
+    /// Broken or hostile transfers from the card emulator (short, cut,
+    /// lengths that lie, unknown classes, 64 kB of junk, a STATUS too
+    /// short) are dropped without an event or an answer; the emulator
+    /// goes on working: the next status and TPDU are served.
+    #[tokio::test]
+    async fn hostile_usb_transfers_are_dropped_and_the_emulator_keeps_working() {
+        let fake = Arc::new(FakeCardem::new());
+        let ((cmd_tx, mut events), (cmd_rx, event_tx)) = crate::frontend::channels();
+        let _task = tokio::spawn(run(fake.clone(), Some(true), cmd_rx, event_tx));
+        for cmd in [
+            FrontendCmd::SimRemote(true),
+            FrontendCmd::SetAtr(vec![0x3B, 0x00]),
+            FrontendCmd::CardInsert(true),
+        ] {
+            cmd_tx.try_send(cmd).expect("frontend alive");
+        }
+        fake.until("the OPERATIONAL sequence", WAIT, || {
+            fake.host_messages().len() == 4
+        })
+        .await;
+        for junk in [
+            "",
+            "01",
+            "01 06 00 00",
+            "01 06 00 00 00 00 04 00",
+            "01 06 00 00 00 00 40 00 | 00",
+            "01 06 00 00 00 00 ff ff | 01 00 00 00 05 00 00 a4",
+            "01 06 00 00 00 00 0e 00 | 01 00 00 00 09 00",
+            "01 06 00 00 00 00 0e 00 | 01 00 00 00 ff ff",
+            "7f 01 00 00 00 00 08 00",
+            "01 7f 00 00 00 00 08 00",
+        ] {
+            fake.raw_bulk(h(junk));
+            fake.raw_irq(h(junk));
+        }
+        fake.raw_bulk(vec![0xff; 64 * 1024]);
+        fake.raw_irq(h("01 04 00 00 00 00 0a 00 | 13 00"));
+        // In order: had any of it made an event, this would not be first.
+        fake.status(STATUS_VCC_PRESENT_FLAGS);
+        assert!(matches!(
+            event(&mut events).await,
+            ModemEvent::Status(s) if s.vcc_present == Some(true) && !s.reset_active
+        ));
+        fake.modem_header(&h("a0a4000002"), Some(&h("3f00")));
+        assert_eq!(
+            event(&mut events).await,
+            ModemEvent::Tpdu(h("a0a40000023f00"))
+        );
+        cmd_tx
+            .try_send(FrontendCmd::Tpdu(h("9f17")))
+            .expect("alive");
+        fake.until("the SW", WAIT, || {
+            fake.host_messages()
+                .iter()
+                .any(|m| m.ends_with(&[0x9F, 0x17]))
+        })
+        .await;
+        assert_eq!(fake.take_line(), h("a4 9f17"));
+    }
+
     const STATUS_VCC_PRESENT_FLAGS: u32 = STATUS_VCC_PRESENT | STATUS_CLK_ACTIVE;
     use super::proto::{STATUS_CLK_ACTIVE, STATUS_RESET_ACTIVE, STATUS_VCC_PRESENT};
 
@@ -249,18 +308,12 @@ mod tests {
         let (rspro, api_port, bankd_port) = (free_port(), free_port(), free_port());
         let _server = start_server(&dir.join("remsim.db"), rspro, api_port, &[]);
         let _bankd = start_soft_bankd(rspro, 1, 2, bankd_port, &[]);
-        let start = std::time::Instant::now();
-        let mut api = loop {
-            if let Ok(c) = remsim_api::v1::remsim_service_client::RemsimServiceClient::connect(
-                format!("http://127.0.0.1:{api_port}"),
-            )
-            .await
-            {
-                break c;
-            }
-            assert!(start.elapsed() < WAIT, "API not up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        // start_server returns once the server listens.
+        let mut api = remsim_api::v1::remsim_service_client::RemsimServiceClient::connect(format!(
+            "http://127.0.0.1:{api_port}"
+        ))
+        .await
+        .expect("the API of a listening server");
         api.set_bank_endpoint(pb::SetBankEndpointRequest {
             bank_id: 1,
             endpoint: format!("127.0.0.1:{bankd_port}"),
@@ -294,11 +347,12 @@ mod tests {
 
         // The card emulator gets the bank card's ATR once OPERATIONAL.
         let card_atr = simcard::card::default_atr();
-        until("the bank card's ATR", || fake.atr() == card_atr).await;
+        fake.until("the bank card's ATR", WAIT, || fake.atr() == card_atr)
+            .await;
         fake.status(STATUS_VCC_PRESENT_FLAGS);
         // GSM SELECT MF: INS, then 9F 16 after the modem sent 3F 00.
         fake.modem_header(&h("a0a4000002"), Some(&h("3f00")));
-        until("SELECT's SW", || {
+        fake.until("SELECT's SW", WAIT, || {
             fake.host_messages()
                 .iter()
                 .any(|m| m.ends_with(&[0x9F, 0x16]))
@@ -307,7 +361,7 @@ mod tests {
         assert_eq!(fake.take_line(), h("a4 9f16"));
         // GET RESPONSE (case 2): INS, 22 bytes, 90 00.
         fake.modem_header(&h("a0c0000016"), None);
-        until("GET RESPONSE", || {
+        fake.until("GET RESPONSE", WAIT, || {
             fake.host_messages()
                 .iter()
                 .filter(|m| m.ends_with(&[0x90, 0x00]))
@@ -322,7 +376,7 @@ mod tests {
         );
         // EF_ICCID over UICC commands.
         fake.modem_header(&h("00a4000c02"), Some(&h("2fe2")));
-        until("SELECT EF_ICCID", || {
+        fake.until("SELECT EF_ICCID", WAIT, || {
             fake.host_messages()
                 .iter()
                 .filter(|m| m.ends_with(&[0x90, 0x00]))
@@ -332,7 +386,7 @@ mod tests {
         .await;
         assert_eq!(fake.take_line(), h("a4 9000"));
         fake.modem_header(&h("00b000000a"), None);
-        until("READ BINARY", || {
+        fake.until("READ BINARY", WAIT, || {
             fake.host_messages()
                 .iter()
                 .filter(|m| m.ends_with(&[0x90, 0x00]))
