@@ -140,6 +140,7 @@ async fn resets_unmapping_and_bad_tpdus() {
     // A TPDU too short for any command: 6700, and the link stays.
     assert_eq!(apdu(&mut client, C23, B0, &h("a0a4")).await, h("6700"));
     assert_eq!(apdu(&mut client, C23, B0, &[0u8; 261]).await, h("6700"));
+    assert_eq!(apdu(&mut client, C23, B0, &[0u8; 60_000]).await, h("6700"));
     assert_eq!(
         apdu(&mut client, C23, B0, &h("a0a40000023f00")).await,
         h("9f16")
@@ -147,6 +148,30 @@ async fn resets_unmapping_and_bad_tpdus() {
     // Unmapped while connected: dropped without a PDU, as the C bankd does.
     assert_eq!(unmap(&mut server, B0, C23).await, ResultCode::Ok);
     client.expect_closed().await;
+}
+
+/// A TPDU for a bank slot or from a client slot that is not the
+/// connection's: the link is closed, as the C bankd does (spec §5.9);
+/// the card is given up and the next connection gets it.
+#[tokio::test]
+async fn a_tpdu_for_another_slot_closes_the_link() {
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft", "-n", "4"]).await;
+    let (mut server, ..) = sim.accept().await;
+    map(&mut server, B0, C23).await;
+    for (from, to) in [
+        (C23, BankSlot::new(1, 1)),
+        (C23, BankSlot::new(1, 1023)),
+        (ClientSlot::new(24, 0), B0),
+    ] {
+        let (mut client, result) = client(&bankd, C23).await;
+        assert_eq!(result, ResultCode::Ok);
+        expect_atr(&mut client, C23).await;
+        client
+            .send(&RsproPdu::tpdu_modem_to_card(from, to, h("a0a40000023f00")))
+            .await;
+        client.expect_closed().await;
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use remsim_api::v1 as pb;
 use rspro::ipa::{Ccm, Frame};
 use rspro::{Msg, ResultCode, RsproPdu};
 use tokio::io::AsyncWriteExt;
@@ -150,4 +151,92 @@ async fn hundreds_of_half_sent_frames_cost_bounded_memory() {
         "{before} kB → {during} kB"
     );
     drop(held);
+}
+
+/// Identifies on a new connection and returns the result (or None: closed
+/// without an answer).
+async fn identify(server: &Server, pdu: &RsproPdu) -> (Peer, Option<ResultCode>) {
+    let mut peer = Peer::connect(server.rspro).await;
+    peer.send(pdu).await;
+    let result = match peer.next_rspro(GUARD).await {
+        None => None,
+        Some(der) => match rspro::decode(&der).expect("decodes").pdu {
+            rspro::Pdu::Known(p) => match p.msg {
+                Msg::ConnectBankRes(r) => Some(r.result),
+                Msg::ConnectClientRes(r) => Some(r.result),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        },
+    };
+    (peer, result)
+}
+
+/// Every RSPRO field at its limit and beyond it: what the protocol allows
+/// is served, ids beyond it are refused with their result code, a slot
+/// count of 2³²−1 allocates nothing per slot (memory measured), a name
+/// empty or of 60,000 bytes (the ASN.1 limit is 32, which the C suite does
+/// not check either) is kept as sent without harm, and maps to slots the bank does not have are refused.
+#[tokio::test]
+async fn rspro_fields_at_and_beyond_their_limits() {
+    use rspro::{ClientSlot, ComponentType, Identity};
+    let dir = TempDir::new("limits");
+    let server = Server::start_with(&dir.path("t.db"), &["--identify-timeout", "1h"]).await;
+    let mut api = server.api().await;
+    let bank = |id, slots, name: &str| {
+        RsproPdu::connect_bank_req(
+            Identity::new(ComponentType::RemsimBankd, name, "remsim-bankd", "1"),
+            id,
+            slots,
+        )
+    };
+    let client = |slot: Option<ClientSlot>| {
+        RsproPdu::connect_client_req(
+            Identity::new(ComponentType::RemsimClient, "c", "remsim-client", "1"),
+            slot,
+        )
+    };
+
+    let (_b1023, r) = identify(&server, &bank(1023, 1023, "b")).await;
+    assert_eq!(r, Some(ResultCode::Ok), "bank id 1023");
+    let (_, r) = identify(&server, &bank(1024, 8, "b")).await;
+    assert_eq!(r, Some(ResultCode::IllegalBankId), "bank id 1024");
+    let before = server.rss_kb();
+    let (_huge, r) = identify(&server, &bank(1, u32::MAX, "")).await;
+    assert_eq!(r, Some(ResultCode::Ok), "2^32-1 slots, an empty name");
+    let long = "n".repeat(60_000);
+    let (_long, r) = identify(&server, &bank(2, 4, &long)).await;
+    assert_eq!(r, Some(ResultCode::Ok), "a 60,000-byte name");
+    let after = server.rss_kb();
+    eprintln!("2^32-1 slots and a 60 kB name: server RSS {before} kB -> {after} kB");
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "{before} -> {after} kB"
+    );
+    let shown = api
+        .get_bank(pb::GetBankRequest { bank_id: 2 })
+        .await
+        .expect("bank 2")
+        .into_inner();
+    assert_eq!(shown.identity.expect("identity").name.len(), 60_000);
+    let status = api
+        .create_slotmap(pb::CreateSlotmapRequest::new((2, 4), (23, 0)))
+        .await
+        .expect_err("bank 2 has 4 slots");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    api.create_slotmap(pb::CreateSlotmapRequest::new((1, 1023), (23, 0)))
+        .await
+        .expect("the last slot of any bank");
+
+    let (_c, r) = identify(&server, &client(Some(ClientSlot::new(1023, 1023)))).await;
+    assert_eq!(r, Some(ResultCode::Ok), "client 1023:1023");
+    for slot in [ClientSlot::new(1024, 0), ClientSlot::new(0, 1024)] {
+        let (_, r) = identify(&server, &client(Some(slot))).await;
+        assert_eq!(r, Some(ResultCode::IllegalClientId), "{slot}");
+    }
+    // No client slot at all: the C server closes without an answer.
+    let (mut none, r) = identify(&server, &client(None)).await;
+    assert_eq!(r, None, "closed without an answer");
+    none.expect_closed().await;
+    assert_eq!(slotmaps(&mut api).await.len(), 1);
 }
