@@ -12,11 +12,9 @@ use rspro::validate::MAX_ID;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotFileError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The cause is in the message, not a source: shown once.
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path} line {line}: {problem}")]
     Line {
         path: String,
@@ -42,10 +40,11 @@ pub struct SlotFile {
 impl SlotFile {
     pub fn load(path: &Path) -> Result<Self, SlotFileError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SlotFileError::Read {
-            path: name.clone(),
-            source,
-        })?;
+        let text = remsim_daemon::files::read_text(path, remsim_daemon::files::FILE_LIMIT)
+            .map_err(|error| SlotFileError::Read {
+                path: name.clone(),
+                error,
+            })?;
         Self::parse(&name, &text)
     }
 

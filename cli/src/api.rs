@@ -29,7 +29,7 @@ impl Credentials {
     /// Reads the token file, if any: the bare token, surrounding blanks
     /// and a final newline ignored.
     pub fn read_token_file(path: &std::path::Path) -> Result<String, Failure> {
-        let text = std::fs::read_to_string(path)
+        let text = remsim_daemon::files::read_text(path, remsim_daemon::files::FILE_LIMIT)
             .map_err(|e| Failure::invalid(format!("token file {}: {e}", path.display())))?;
         let token = text.trim();
         if token.is_empty() || token.contains(char::is_whitespace) {
@@ -43,7 +43,8 @@ impl Credentials {
 
     fn tls(&self) -> Result<ClientTlsConfig, Failure> {
         let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| Failure::invalid(format!("{}: {e}", p.display())))
+            remsim_daemon::files::read_text(p, 1 << 20)
+                .map_err(|e| Failure::invalid(format!("{}: {e}", p.display())))
         };
         let mut tls = match &self.ca {
             Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),

@@ -18,7 +18,7 @@ use crate::manage::Ctx;
 const CONCURRENCY: usize = 32;
 
 pub async fn import(ctx: &mut Ctx, file: &Path) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(file)
+    let text = remsim_daemon::files::read_text(file, remsim_daemon::files::FILE_LIMIT)
         .map_err(|e| Failure::invalid(format!("{}: {e}", file.display())))?;
     let rows = parse(&text).map_err(|e| Failure::invalid(format!("{}: {e}", file.display())))?;
     let existing: HashMap<(u32, u32), (u32, u32)> = ctx

@@ -309,5 +309,26 @@ async fn import_of_two_thousand_maps_is_idempotent() {
     let out = ctl(&s, &["slotmap", "import", bad.to_str().expect("path")]);
     assert_eq!(code(&out), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+    // Malformed and endless files: a clear error, exit 2, nothing imported.
+    for (text, expected) in [
+        ("1,0,23,0\n1,x,24,0\n", "line 2"),
+        ("1,0,23,0\n1,1,24,99999999999\n", "line 2"),
+        ("\"1,0,23,0\n", "line"),
+        ("1,0,23,0,9\n", "line 1"),
+    ] {
+        std::fs::write(&bad, text).expect("csv");
+        let out = ctl(&s, &["slotmap", "import", bad.to_str().expect("path")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), 2, "{text:?}: {err}");
+        assert!(err.contains(expected), "{text:?}: {err}");
+    }
+    let out = ctl(&s, &["slotmap", "import", "/dev/zero"]);
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
+    assert_eq!(
+        json(&s, &["slotmap", "list"]).as_array().map(Vec::len),
+        Some(2000),
+        "nothing of it imported"
+    );
     let _ = std::io::stdout().flush();
 }

@@ -3,6 +3,7 @@
 //! and waiting for SIGTERM or SIGINT.
 
 pub mod exposition;
+pub mod files;
 pub mod listen;
 pub mod tls;
 

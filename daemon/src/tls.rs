@@ -33,9 +33,17 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// PEM files hold a certificate chain or a key: a few kB.
+const PEM_LIMIT: u64 = 1 << 20;
+
+fn pem(path: &Path, what: &str) -> anyhow::Result<String> {
+    crate::files::read_text(path, PEM_LIMIT)
+        .with_context(|| format!("reading {what} from {}", path.display()))
+}
+
 fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("reading certificates from {}", path.display()))?
+    let text = pem(path, "certificates")?;
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing certificates in {}", path.display()))?;
     if certs.is_empty() {
@@ -55,7 +63,7 @@ fn roots(path: &Path) -> anyhow::Result<RootCertStore> {
 }
 
 fn private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path)
+    PrivateKeyDer::from_pem_slice(pem(path, "a PEM private key")?.as_bytes())
         .with_context(|| format!("reading a PEM private key from {}", path.display()))
 }
 

@@ -215,7 +215,7 @@ impl remsim_daemon::Reload for Auth {
 }
 
 fn read(path: &Path) -> anyhow::Result<Tokens> {
-    let text = std::fs::read_to_string(path)
+    let text = remsim_daemon::files::read_text(path, remsim_daemon::files::FILE_LIMIT)
         .with_context(|| format!("reading API tokens from {}", path.display()))?;
     Tokens::parse(&text).map_err(|e| anyhow::anyhow!("API tokens file {}: {e}", path.display()))
 }

@@ -16,11 +16,9 @@ pub enum ProfileError {
         field: &'static str,
         problem: String,
     },
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The cause is in the message, not a source: shown once.
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {problem}")]
     Parse { path: String, problem: String },
 }
@@ -206,13 +204,32 @@ impl CardProfile {
     }
 }
 
+/// The largest profile file read (thousands of cards fit in a few MB):
+/// a wrong path such as /dev/zero is an error, not an endless allocation.
+const PROFILE_FILE_LIMIT: u64 = 64 << 20;
+
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(PROFILE_FILE_LIMIT + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > PROFILE_FILE_LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {PROFILE_FILE_LIMIT} bytes: not a profile file"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads a profile file: JSON when it ends in `.json`, TOML otherwise.
 /// Every card is validated.
 pub fn load(path: &Path) -> Result<Vec<CardProfile>, ProfileError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+    let text = read_bounded(path).map_err(|error| ProfileError::Read {
         path: name.clone(),
-        source,
+        error,
     })?;
     let json = path.extension().is_some_and(|e| e == "json");
     parse(&name, &text, json)
