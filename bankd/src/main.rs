@@ -196,7 +196,11 @@ struct Args {
 fn backend(args: &Args) -> anyhow::Result<card::Backend> {
     Ok(match args.backend {
         BackendKind::Pcsc => {
-            let file = slots::SlotFile::load(&args.slot_file)?;
+            // Read here, parsed in slots (which the fuzz target builds alone).
+            let path = &args.slot_file;
+            let text = remsim_daemon::files::read_text(path, remsim_daemon::files::FILE_LIMIT)
+                .with_context(|| path.display().to_string())?;
+            let file = slots::SlotFile::parse(&path.display().to_string(), &text)?;
             for e in file.foreign(args.bank_id) {
                 warn!(line = e.line, slot = %e.slot, "slot file entry for another bank; ignored");
             }

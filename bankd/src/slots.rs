@@ -4,17 +4,12 @@
 //! search). Bad lines are reported with their line number and refuse the
 //! whole file.
 
-use std::path::Path;
-
 use regex::Regex;
 use rspro::BankSlot;
 use rspro::validate::MAX_ID;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotFileError {
-    /// The cause is in the message, not a source: shown once.
-    #[error("{path}: {error}")]
-    Read { path: String, error: std::io::Error },
     #[error("{path} line {line}: {problem}")]
     Line {
         path: String,
@@ -38,16 +33,6 @@ pub struct SlotFile {
 }
 
 impl SlotFile {
-    pub fn load(path: &Path) -> Result<Self, SlotFileError> {
-        let name = path.display().to_string();
-        let text = remsim_daemon::files::read_text(path, remsim_daemon::files::FILE_LIMIT)
-            .map_err(|error| SlotFileError::Read {
-                path: name.clone(),
-                error,
-            })?;
-        Self::parse(&name, &text)
-    }
-
     pub fn parse(name: &str, text: &str) -> Result<Self, SlotFileError> {
         let mut entries = Vec::new();
         // Line by line, so that messages name the line as an editor shows it.

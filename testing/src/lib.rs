@@ -272,21 +272,31 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    /// SIGTERM, then the exit status (within GUARD).
+    /// SIGTERM, then the exit status (within GUARD; past it the process
+    /// is killed and the test fails).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.0.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().expect("wait") {
-                return status;
+        let signal = |name: &str| {
+            std::process::Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .expect("kill")
+        };
+        signal("-TERM");
+        let child = &mut self.0;
+        std::thread::scope(|scope| {
+            let (tx, exited) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            match exited.recv_timeout(GUARD) {
+                Ok(status) => status.expect("wait"),
+                Err(_) => {
+                    signal("-KILL");
+                    panic!("no exit within {GUARD:?} of SIGTERM");
+                }
             }
-            assert!(start.elapsed() < GUARD, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 }
 
@@ -327,45 +337,61 @@ pub fn start_server(db: &std::path::Path, rspro: u16, api: u16, extra: &[&str]) 
     spawn_server(&[&args, extra].concat())
 }
 
-/// This workspace's remsim-server with `args`, returned once it has logged
-/// that it listens: its ports are bound, so a connection from then on is
-/// served (it waits in the backlog meanwhile); no connect needs retrying.
-/// Its log is read and discarded; an exit before listening fails the test.
+/// This workspace's remsim-server with `args`, returned once it listens
+/// (see [`spawn_ready`]).
 pub fn spawn_server(args: &[&str]) -> Proc {
-    use std::io::BufRead;
-    let path = workspace_binary("remsim-server");
-    let mut child = std::process::Command::new(&path)
+    spawn_ready(&workspace_binary("remsim-server"), args, "listening", None)
+}
+
+/// Starts a daemon and returns once it has logged a line with `ready`
+/// (its "listening" line): its ports are bound, so a connection from then
+/// on is served (it waits in the backlog meanwhile); no connect needs
+/// retrying. Its log goes on to `log` or is read and discarded; an exit
+/// before it is ready fails the test.
+pub fn spawn_ready(
+    path: &std::path::Path,
+    args: &[&str],
+    ready: &str,
+    mut log: Option<std::fs::File>,
+) -> Proc {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new(path)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let stderr = child.stderr.take().expect("stderr");
-    let (listening_tx, listening) = std::sync::mpsc::channel();
+    let (ready_tx, is_ready) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
     std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stderr)
+        // Read to the end, so that the daemon never blocks on a full pipe.
+        for line in std::io::BufReader::new(stderr)
             .lines()
-            .map_while(Result::ok);
-        for line in lines.by_ref() {
-            if line.contains("listening") {
-                let _ = listening_tx.send(());
-                break;
+            .map_while(Result::ok)
+        {
+            if line.contains(&ready) {
+                let _ = ready_tx.send(());
+            }
+            if let Some(file) = log.as_mut() {
+                let _ = writeln!(file, "{line}");
             }
         }
-        // Read on, so that the server never blocks on a full pipe.
-        lines.for_each(drop);
     });
     let mut proc = Proc(child);
-    if listening.recv_timeout(GUARD).is_err() {
+    if is_ready.recv_timeout(GUARD).is_err() {
         let status = proc.0.try_wait().ok().flatten();
-        panic!("remsim-server {args:?} did not start listening (exit: {status:?})");
+        panic!(
+            "{} {args:?} did not get ready (exit: {status:?})",
+            path.display()
+        );
     }
     proc
 }
 
 /// This workspace's remsim-bankd with soft SIMs: bank `bank_id` of `slots`
 /// slots, registered at the server's RSPRO port `server`, serving clients on
-/// 127.0.0.1:`listen`, output discarded.
+/// 127.0.0.1:`listen`, output discarded; returned once it listens.
 pub fn start_soft_bankd(
     server: u16,
     bank_id: u32,
@@ -395,7 +421,12 @@ pub fn start_soft_bankd(
         "--backend",
         "soft",
     ];
-    spawn_quiet(&workspace_binary("remsim-bankd"), &[&args, extra].concat())
+    spawn_ready(
+        &workspace_binary("remsim-bankd"),
+        &[&args, extra].concat(),
+        "serving clients",
+        None,
+    )
 }
 
 /// A private pcscd with the vsmartcard vpcd driver, for tests that need a

@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use rspro::{BankSlot, ClientSlot, ComponentType, Identity, Msg, ResultCode, RsproPdu};
 use tokio::net::TcpListener;
@@ -75,11 +73,8 @@ pub async fn unmap(server: &mut Peer, bank: BankSlot, client: ClientSlot) -> Res
 }
 
 /// The daemon's log: $REMSIM_TEST_LOG if set, else discarded.
-fn log_file() -> Stdio {
-    match std::env::var_os("REMSIM_TEST_LOG").map(std::fs::File::create) {
-        Some(Ok(f)) => Stdio::from(f),
-        _ => Stdio::null(),
-    }
+fn log_file() -> Option<std::fs::File> {
+    std::env::var_os("REMSIM_TEST_LOG").and_then(|path| std::fs::File::create(path).ok())
 }
 
 pub struct Bankd {
@@ -88,31 +83,32 @@ pub struct Bankd {
 }
 
 impl Bankd {
-    /// Starts remsim-bankd (bank 1) against `server_port` with extra flags.
+    /// Starts remsim-bankd (bank 1) against `server_port` with extra
+    /// flags; returns once it listens for clients.
     pub async fn start(server_port: u16, args: &[&str]) -> Bankd {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_remsim-bankd"))
-            .args(["-i", "127.0.0.1", "-p", &server_port.to_string(), "-b", "1"])
-            .args(["-I", "127.0.0.1", "-P", &port.to_string(), "-e", "debug"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log_file())
-            .spawn()
-            .expect("remsim-bankd starts");
-        let bankd = Bankd {
-            child: Proc(child),
-            port,
-        };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let deadline = std::time::Instant::now() + GUARD;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "bankd does not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bankd
+        let (server_port, client_port) = (server_port.to_string(), port.to_string());
+        let base = [
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &server_port,
+            "-b",
+            "1",
+            "-I",
+            "127.0.0.1",
+            "-P",
+            &client_port,
+            "-e",
+            "debug",
+        ];
+        let child = remsim_testing::spawn_ready(
+            std::path::Path::new(env!("CARGO_BIN_EXE_remsim-bankd")),
+            &[&base, args].concat(),
+            "serving clients",
+            log_file(),
+        );
+        Bankd { child, port }
     }
 
     pub fn addr(&self) -> SocketAddr {
