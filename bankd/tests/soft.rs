@@ -536,3 +536,49 @@ async fn hostile_clients_are_understood_refused_or_closed() {
     assert_eq!(result, ResultCode::Ok);
     expect_atr(&mut proper, C23).await;
 }
+
+/// 2,000 connections to the client port that never identify: a client is
+/// served beside them, and they cost bounded memory (measured). They are
+/// closed after --identify-timeout (`silent_clients_are_dropped`).
+#[tokio::test]
+async fn two_thousand_idle_clients_cost_bounded_memory_and_others_are_served() {
+    const IDLE: usize = 2000;
+    remsim_daemon::listen::raise_open_files_limit();
+    let sim = SimServer::new().await;
+    let bankd = Bankd::start(sim.port, &["--backend", "soft", "--identify-timeout", "1h"]).await;
+    let (mut server, ..) = sim.accept().await;
+    map(&mut server, B0, C23).await;
+    let rss_kb = || {
+        std::fs::read_to_string(format!("/proc/{}/status", bankd.child.0.id()))
+            .expect("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+    };
+    let before = rss_kb();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(
+            tokio::net::TcpStream::connect(bankd.addr())
+                .await
+                .expect("connect"),
+        );
+    }
+    // Accepted in order: the client after them is served once they are all
+    // accepted and their sessions started.
+    let (mut client, result) = client(&bankd, C23).await;
+    assert_eq!(result, ResultCode::Ok);
+    expect_atr(&mut client, C23).await;
+    assert_eq!(
+        apdu(&mut client, C23, B0, &h("a0a40000023f00")).await,
+        h("9f16")
+    );
+    let after = rss_kb();
+    let per_connection = after.saturating_sub(before) * 1024 / IDLE as u64;
+    eprintln!(
+        "{IDLE} idle client connections: bankd RSS {before} kB -> {after} kB, {per_connection} bytes each"
+    );
+    assert!(per_connection < 32 * 1024, "{per_connection} bytes each");
+    drop(idle);
+}

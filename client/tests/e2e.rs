@@ -505,6 +505,27 @@ async fn a_frozen_client_is_dropped_and_comes_back_when_thawed() {
     );
 }
 
+/// A bankd frozen (SIGSTOP) answers nobody: the server drops it after the
+/// keep-alive bound; thawed (SIGCONT), it connects again by itself and its
+/// client reads the card again, without an operator.
+#[tokio::test]
+async fn a_frozen_bankd_is_dropped_and_serves_again_when_thawed() {
+    let mut rig = Rig::start("stop-bankd").await;
+    let mut shell = Shell::start(rig.rspro, &[]);
+    assert_eq!(shell.read_iccid_once_settled(), iccid(1024));
+
+    let pid = rig.bankd.0.id();
+    signal(pid, "STOP");
+    remsim_testing::watch::until(&mut rig.api, |m| !m.bank_connected(1)).await;
+    signal(pid, "CONT");
+    remsim_testing::watch::until(&mut rig.api, |m| m.bank_connected(1)).await;
+    assert_eq!(
+        shell.read_iccid_once_settled(),
+        iccid(1024),
+        "its card again"
+    );
+}
+
 /// The server killed (-9) and restarted 3 times while the modem exchanges
 /// APDUs without pause: not one fails, and the card is never re-inserted
 /// (any SET_ATR line would fail `apdu`).
