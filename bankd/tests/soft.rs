@@ -548,14 +548,7 @@ async fn two_thousand_idle_clients_cost_bounded_memory_and_others_are_served() {
     let bankd = Bankd::start(sim.port, &["--backend", "soft", "--identify-timeout", "1h"]).await;
     let (mut server, ..) = sim.accept().await;
     map(&mut server, B0, C23).await;
-    let rss_kb = || {
-        std::fs::read_to_string(format!("/proc/{}/status", bankd.child.0.id()))
-            .expect("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS")
-    };
+    let rss_kb = || remsim_testing::rss_kb(bankd.child.0.id());
     let before = rss_kb();
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {

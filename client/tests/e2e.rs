@@ -758,16 +758,6 @@ async fn vpcd_answer(card: &mut tokio::net::TcpStream) -> Vec<u8> {
         .expect("an answer")
 }
 
-/// The client's resident memory in kB.
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Hostile input on the vpcd side of `remsim-client vpcd` (a vpcd played
 /// by the test): a request sent byte by byte is understood; an unknown
 /// control code is ignored; APDUs of 65,535 bytes are answered 67 00
@@ -823,12 +813,12 @@ async fn hostile_vpcd_input_is_answered_or_dropped_and_the_card_comes_back() {
     let huge = vec![0xA5u8; 65535];
     vpcd_send(&mut card, &huge).await;
     assert_eq!(vpcd_answer(&mut card).await, [0x67, 0x00]);
-    let before = rss_kb(client.0.id());
+    let before = remsim_testing::rss_kb(client.0.id());
     for _ in 0..500 {
         vpcd_send(&mut card, &huge).await;
         assert_eq!(vpcd_answer(&mut card).await, [0x67, 0x00]);
     }
-    let after = rss_kb(client.0.id());
+    let after = remsim_testing::rss_kb(client.0.id());
     eprintln!("500 APDUs of 65,535 bytes: client RSS {before} kB -> {after} kB");
     assert!(
         after.saturating_sub(before) < 8 * 1024,
@@ -838,7 +828,7 @@ async fn hostile_vpcd_input_is_answered_or_dropped_and_the_card_comes_back() {
     // An empty message: malformed; the card is taken out and comes back.
     card.write_all(&[0, 0]).await.expect("empty message");
     assert!(
-        read_to_close(&mut card).await,
+        remsim_testing::closed_within(&mut card, GUARD).await,
         "closed after an empty message"
     );
     // Half a message, then vpcd goes: the card comes back again.
@@ -861,18 +851,4 @@ async fn hostile_vpcd_input_is_answered_or_dropped_and_the_card_comes_back() {
     vpcd_send(&mut card, &hex::decode("00b000000a").expect("hex")).await;
     assert_eq!(vpcd_answer(&mut card).await, iccid(1024), "its data again");
     drop(client);
-}
-
-/// Reads until the other side closes; true if it did within the guard.
-async fn read_to_close(stream: &mut tokio::net::TcpStream) -> bool {
-    let mut sink = [0u8; 1024];
-    tokio::time::timeout(GUARD, async {
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await
-    .is_ok()
 }

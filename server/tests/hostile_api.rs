@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use remsim_api::v1 as pb;
 use remsim_api::v1::remsim_service_client::RemsimServiceClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tonic::Code;
 
@@ -28,20 +28,6 @@ fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
         bytes = &bytes[(9 + length).min(bytes.len())..];
     }
     types
-}
-
-/// Waits until the server closes `stream`; true if it did in `wait`.
-async fn closed_within(stream: &mut TcpStream, wait: std::time::Duration) -> bool {
-    let mut sink = [0u8; 1024];
-    tokio::time::timeout(wait, async {
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 /// The open connections of the management port, as /metrics tells them.
@@ -95,11 +81,11 @@ async fn junk_broken_and_oversized_http_is_answered_or_closed() {
         .await
         .expect("served beside them");
     assert!(
-        closed_within(&mut half, AFTER_HEADER_BOUND).await,
+        remsim_testing::closed_within(&mut half, AFTER_HEADER_BOUND).await,
         "half request"
     );
     assert!(
-        closed_within(&mut silent, AFTER_HEADER_BOUND).await,
+        remsim_testing::closed_within(&mut silent, AFTER_HEADER_BOUND).await,
         "silent socket"
     );
     assert_eq!(slotmaps(&mut api).await.len(), 1);
@@ -232,7 +218,7 @@ async fn thousands_of_silent_connections_are_closed_and_others_are_served() {
     assert!(per_connection < 32 * 1024, "{per_connection} bytes each");
     for (i, stream) in silent.iter_mut().enumerate() {
         assert!(
-            closed_within(stream, AFTER_HEADER_BOUND).await,
+            remsim_testing::closed_within(stream, AFTER_HEADER_BOUND).await,
             "silent connection {i} still open"
         );
     }

@@ -261,6 +261,31 @@ pub fn delayed_acks() -> u64 {
         .expect("TcpExt DelayedACKs in /proc/net/netstat")
 }
 
+/// Reads (and discards) until the other side closes `stream`; true if it
+/// did within `wait`.
+pub async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    timeout(wait, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A process's resident memory in kB (/proc/PID/status VmRSS).
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// A child process killed when dropped, however the test ends.
 pub struct Proc(pub std::process::Child);
 

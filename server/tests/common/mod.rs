@@ -21,17 +21,7 @@ pub use remsim_testing::{GUARD, Peer, free_port};
 /// Reads (and discards) until the server closes; true if it did within
 /// the guard.
 pub async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut sink = [0u8; 4096];
-    let until_eof = async {
-        loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(GUARD, until_eof).await.is_ok()
+    remsim_testing::closed_within(stream, GUARD).await
 }
 
 /// A scratch directory removed at the end.
@@ -203,15 +193,9 @@ impl Server {
         std::fs::read_to_string(db.with_extension("log")).unwrap_or_default()
     }
 
-    /// The server's resident memory in kB (/proc/PID/status VmRSS).
+    /// The server's resident memory in kB.
     pub fn rss_kb(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        remsim_testing::rss_kb(self.pid())
     }
 
     /// Connects to the RSPRO port and waits for the server's first PING:
