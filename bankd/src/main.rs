@@ -29,7 +29,6 @@ use rspro::client_link::ClientLinkConfig;
 use rspro::reconnect::ReconnectConfig;
 use rspro::{BankSlot, ComponentType, Identity, RsproPdu};
 use simcard::CardProfile;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -286,11 +285,9 @@ async fn main() -> anyhow::Result<()> {
     // (its default action).
     let reloadable = clients_tls.iter().map(|t| t.clone() as Arc<dyn Reload>);
     remsim_daemon::reload_on_hangup(reloadable.collect())?;
-    let listen = SocketAddr::new(args.bind_ip, args.bind_port);
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the client port {listen}"))?;
-    info!(%listen, bank = args.bank_id, slots = args.num_slots, "serving clients");
+    let addr = SocketAddr::new(args.bind_ip, args.bind_port);
+    let listener = listen::bind(addr).with_context(|| format!("binding the client port {addr}"))?;
+    info!(listen = %addr, bank = args.bank_id, slots = args.num_slots, "serving clients");
 
     let (maps_tx, maps_rx) = watch::channel(Arc::new(maps::MapTable::default()));
     let link = ClientLinkConfig {

@@ -345,6 +345,23 @@ fn exhausts_resources(e: &io::Error) -> bool {
 
 /// Raises the soft limit on open files to the hard one: a server holding
 /// thousands of connections needs more than the usual 1,024.
+/// How many connections the kernel may hold complete before they are
+/// accepted (capped by net.core.somaxconn). The default of std and tokio
+/// (128) made thousands of modems connecting at once after an outage wait
+/// for SYN retransmits (1 s, 3 s, ...).
+pub const BACKLOG: u32 = 4096;
+
+/// Binds a listening port with [`BACKLOG`] (and SO_REUSEADDR, as std does).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 pub fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(now) => tracing::debug!(open_files = now, "open files limit"),
@@ -410,6 +427,29 @@ mod tests {
         assert!(Allow::parse("10.0.0.0/33").is_err());
         assert!(Allow::parse("bank-a").is_err());
         assert!(Allow::parse(" , ").is_err());
+    }
+
+    /// The kernel shows a listening socket's backlog as its Send-Q.
+    #[tokio::test]
+    async fn ports_listen_with_the_large_backlog() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2)");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let send_q: u32 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no Send-Q in {line:?}"));
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(BACKLOG);
+        assert_eq!(send_q, BACKLOG.min(somaxconn), "{line}");
+        assert!(send_q > 128, "more than std's 128");
     }
 
     /// Reads until EOF; true if the server closed without sending.

@@ -23,12 +23,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use remsim_api::v1::remsim_service_server::RemsimServiceServer;
-use remsim_daemon::listen::{Allow, Policy, Shutdown};
+use remsim_daemon::listen::{self, Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
 use remsim_daemon::tls::{Reloading, ServerFiles};
 use remsim_daemon::{LogFormat, Reload};
 use rspro::{ComponentType, Identity};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -184,19 +183,15 @@ async fn main() -> anyhow::Result<()> {
     reloadable.extend(rspro_tls.iter().map(|t| t.clone() as Arc<dyn Reload>));
     remsim_daemon::reload_on_hangup(reloadable)?;
 
-    let rspro = TcpListener::bind(args.rspro_listen)
-        .await
+    let rspro = listen::bind(args.rspro_listen)
         .with_context(|| format!("binding RSPRO port {}", args.rspro_listen))?;
     let rspro_tls_listener = match args.rspro_tls_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding RSPRO TLS port {addr}"))?,
-        ),
+        Some(addr) => {
+            Some(listen::bind(addr).with_context(|| format!("binding RSPRO TLS port {addr}"))?)
+        }
         None => None,
     };
-    let api_listener = TcpListener::bind(args.api_listen)
-        .await
+    let api_listener = listen::bind(args.api_listen)
         .with_context(|| format!("binding API port {}", args.api_listen))?;
     info!(rspro = %args.rspro_listen, rspro_tls = ?args.rspro_tls_listen, api = %args.api_listen, api_tls = api_tls.is_some(), "listening");
 
