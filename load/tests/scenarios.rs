@@ -1,0 +1,220 @@
+//! remsim-load against this workspace's remsim-server, each scenario at a
+//! small size through the library. Counts are asserted (every client
+//! served, every mapped client its ATR, APDUs from every sender, every
+//! answer a success status word), never timings; and the JSON report
+//! carries its fields, the server's process figures among them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use remsim_load::{BankEndpoints, Report, Scenario, Settings, Sizes, Watched, run};
+use remsim_testing::{Proc, free_port, start_server};
+use serde_json::Value;
+
+struct Server {
+    _proc: Proc,
+    dir: PathBuf,
+    api_port: u16,
+    settings: Settings,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn server(tag: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("remsim-load-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let (rspro, api_port) = (free_port(), free_port());
+    let proc = start_server(&dir.join("remsim.db"), rspro, api_port, &[]);
+    let settings = Settings {
+        server: format!("127.0.0.1:{rspro}"),
+        api: format!("http://127.0.0.1:{api_port}"),
+        timeout: Duration::from_secs(20),
+        processes: vec![Watched {
+            label: "server".into(),
+            pid: proc.0.id(),
+        }],
+        ..Settings::default()
+    };
+    Server {
+        _proc: proc,
+        dir,
+        api_port,
+        settings,
+    }
+}
+
+fn json(report: &Report) -> Value {
+    serde_json::to_value(report).expect("the report as JSON")
+}
+
+fn assert_common_fields(v: &Value, scenario: &str, clients: u64) {
+    assert_eq!(v["scenario"], scenario);
+    assert_eq!(v["clients"], clients);
+    assert_eq!(v["served"], clients, "{v}");
+    assert_eq!(v["served_fraction"], 1.0);
+    assert!(v["all_served_ms"].is_number(), "{v}");
+    for key in ["count", "p50", "p90", "p99", "max"] {
+        assert!(v["latency_us"][key].is_u64(), "latency_us.{key} in {v}");
+    }
+    assert!(v["window_ms"].is_number());
+    let server = &v["processes"][0];
+    assert_eq!(server["label"], "server");
+    for key in ["pid", "cpu_ms", "peak_rss_kb", "threads"] {
+        assert!(server[key].is_number(), "processes[0].{key} in {v}");
+    }
+    assert!(server["peak_rss_kb"].as_u64() > Some(0));
+    assert!(server["threads"].as_u64() >= Some(1));
+    assert!(v["generator"]["cpu_ms"].is_number());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_serves_every_client() {
+    let s = server("connect");
+    let sizes = Sizes {
+        clients: 50,
+        ..Sizes::default()
+    };
+    let report = run(&s.settings, Scenario::Connect, &sizes)
+        .await
+        .expect("connect runs");
+    assert_eq!(report.served, 50, "{report}");
+    assert!(report.failures.is_empty(), "{report}");
+    assert_eq!(report.latency_us.map(|l| l.count), Some(50));
+    assert_common_fields(&json(&report), "connect", 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_connects_are_all_served() {
+    let s = server("paced");
+    let sizes = Sizes {
+        clients: 20,
+        rate: Some(500.0),
+        ..Sizes::default()
+    };
+    let report = run(&s.settings, Scenario::Connect, &sizes)
+        .await
+        .expect("connect runs");
+    assert_eq!(report.served, 20, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activate_gives_every_client_its_atr() {
+    let s = server("activate");
+    let sizes = Sizes {
+        clients: 8,
+        banks: 2,
+        slots: 4,
+        ..Sizes::default()
+    };
+    let report = run(&s.settings, Scenario::Activate, &sizes)
+        .await
+        .expect("activate runs");
+    let a = report.activation.as_ref().expect("activation figures");
+    assert_eq!(
+        (a.maps, a.maps_created, a.maps_failed),
+        (8, 8, 0),
+        "{report}"
+    );
+    assert_eq!(a.activated, 8, "{report}");
+    assert!(report.failures.is_empty(), "{report}");
+    let v = json(&report);
+    assert_common_fields(&v, "activate", 8);
+    for key in [
+        "banks",
+        "slots",
+        "maps",
+        "maps_created",
+        "maps_failed",
+        "create_ms",
+        "activated",
+        "activated_fraction",
+    ] {
+        assert!(v["activation"][key].is_number(), "activation.{key} in {v}");
+    }
+    assert!(v["activation"]["all_activated_ms"].is_number(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apdus_flow_for_every_sender() {
+    let s = server("apdu");
+    let sizes = Sizes {
+        clients: 4,
+        banks: 1,
+        slots: 4,
+        seconds: Duration::from_secs(1),
+        ..Sizes::default()
+    };
+    let report = run(&s.settings, Scenario::Apdu, &sizes)
+        .await
+        .expect("apdu runs");
+    assert_eq!(
+        report.activation.as_ref().map(|a| a.activated),
+        Some(4),
+        "{report}"
+    );
+    let apdu = report.apdu.as_ref().expect("apdu figures");
+    assert_eq!(apdu.senders, 4);
+    assert!(apdu.min_client_apdus > 0, "a client starved: {report}");
+    assert!(apdu.apdus >= 4, "{report}");
+    assert_eq!(apdu.bad_answers, 0, "{report}");
+    let v = json(&report);
+    assert_common_fields(&v, "apdu", 4);
+    for key in [
+        "apdus",
+        "apdus_per_s",
+        "min_client_apdus",
+        "slowest_client_apdus_per_s",
+        "bad_answers",
+    ] {
+        assert!(v["apdu"][key].is_number(), "apdu.{key} in {v}");
+    }
+    assert!(v["apdu"]["apdu_us"]["p99"].is_u64(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_stay_connected() {
+    let s = server("idle");
+    let sizes = Sizes {
+        clients: 10,
+        seconds: Duration::from_secs(1),
+        ..Sizes::default()
+    };
+    let report = run(&s.settings, Scenario::Idle, &sizes)
+        .await
+        .expect("idle runs");
+    let idle = report.idle.as_ref().expect("idle figures");
+    assert_eq!(idle.lost, 0, "{report}");
+    let v = json(&report);
+    assert_common_fields(&v, "idle", 10);
+    assert!(v["idle"]["held_s"].is_number());
+}
+
+/// The path taken against osmo-remsim-server: maps over the C REST API
+/// (our server serves it too), bankds found by their source address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activate_over_rest_with_source_addresses() {
+    let s = server("rest");
+    let settings = Settings {
+        rest: Some(format!("http://127.0.0.1:{}", s.api_port)),
+        bank_endpoints: Some(BankEndpoints::SourceIp),
+        // Away from the default 127.0.0.10, in case a run of the tool is going on.
+        source_ip_base: "127.0.0.210".parse().expect("address"),
+        ..s.settings.clone()
+    };
+    let sizes = Sizes {
+        clients: 4,
+        banks: 2,
+        slots: 2,
+        ..Sizes::default()
+    };
+    let report = run(&settings, Scenario::Activate, &sizes)
+        .await
+        .expect("activate over REST runs");
+    let a = report.activation.as_ref().expect("activation figures");
+    assert_eq!((a.maps_created, a.activated), (4, 4), "{report}");
+}
