@@ -181,6 +181,12 @@ pub trait Upgrade: Send + Sync {
 type ReadHalf = Box<dyn AsyncRead + Send + Sync + Unpin>;
 type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
+/// The first size of each connection's read and write buffers. RSPRO
+/// frames are a few hundred bytes, and a server holds thousands of idle
+/// connections: tokio-util's 8 kB each were most of their memory. A larger
+/// frame grows the buffer as it needs.
+const BUFFER: usize = 1024;
+
 pub struct Connection {
     reader: FramedRead<ReadHalf, IpaCodec>,
     writer: FramedWrite<WriteHalf, IpaCodec>,
@@ -232,8 +238,8 @@ impl Connection {
     ) -> Result<Self, LinkError> {
         let codec = IpaCodec::with_max_payload(config.max_payload);
         let mut conn = Connection {
-            reader: FramedRead::new(read, codec),
-            writer: FramedWrite::new(write, codec),
+            reader: FramedRead::with_capacity(read, codec, BUFFER),
+            writer: FramedWrite::with_capacity(write, codec, BUFFER),
             config,
             keepalive: None,
             probing: false,

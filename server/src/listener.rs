@@ -60,7 +60,9 @@ async fn connection(accepted: Accepted, port: Port) {
     } = port;
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let config = ConnectionConfig::server().with_keepalive(Some(keepalive));
-    let setup = tls::rspro_connection(stream, peer, tls.as_deref(), config).await;
+    // Boxed: the TLS handshake's state is large and needed only now; in
+    // place it would size every idle connection's task.
+    let setup = Box::pin(tls::rspro_connection(stream, peer, tls.as_deref(), config)).await;
     let mut conn = match setup {
         Ok(c) => c,
         Err(e) => {
