@@ -43,7 +43,7 @@ impl Credentials {
 
     fn tls(&self) -> Result<ClientTlsConfig, Failure> {
         let read = |p: &PathBuf| {
-            remsim_daemon::files::read_text(p, 1 << 20)
+            remsim_daemon::files::read_text(p, remsim_daemon::files::PEM_LIMIT)
                 .map_err(|e| Failure::invalid(format!("{}: {e}", p.display())))
         };
         let mut tls = match &self.ca {

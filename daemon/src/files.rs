@@ -10,6 +10,9 @@ use std::path::Path;
 /// possible slot map, 1024 × 1024 lines, is about 20 MB).
 pub const FILE_LIMIT: u64 = 64 << 20;
 
+/// The largest PEM file read: a certificate chain or a key is a few kB.
+pub const PEM_LIMIT: u64 = 1 << 20;
+
 /// Reads a UTF-8 text file of at most `limit` bytes.
 pub fn read_text(path: &Path, limit: u64) -> io::Result<String> {
     let mut text = String::new();

@@ -33,11 +33,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// PEM files hold a certificate chain or a key: a few kB.
-const PEM_LIMIT: u64 = 1 << 20;
-
 fn pem(path: &Path, what: &str) -> anyhow::Result<String> {
-    crate::files::read_text(path, PEM_LIMIT)
+    crate::files::read_text(path, crate::files::PEM_LIMIT)
         .with_context(|| format!("reading {what} from {}", path.display()))
 }
 
