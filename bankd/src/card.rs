@@ -1,5 +1,5 @@
-//! Card backends: real cards in PC/SC readers (blocking pcsc calls run on
-//! tokio's blocking pool, so no thread is held per slot), or soft SIMs
+//! Card backends: real cards in PC/SC readers (blocking pcsc calls, made
+//! on the client session's own thread: see `worker::serve`), or soft SIMs
 //! in-process (`--backend soft`, for demos and tests).
 
 use std::collections::{HashMap, HashSet};
@@ -145,10 +145,16 @@ fn pcsc_error(e: pcsc::Error) -> CardError {
     }
 }
 
-/// Runs a blocking PC/SC call on the blocking pool.
+/// Runs a blocking PC/SC call: in place on a client session's own thread
+/// (a current-thread runtime that serves nothing else: blocking is what
+/// it is for), else on the blocking pool, so that no tokio worker waits.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CardError> + Send + 'static,
 ) -> Result<T, CardError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CardError::Transmission(format!("PC/SC call failed: {e}")))?
