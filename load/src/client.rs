@@ -4,6 +4,10 @@
 //! ConfigClientBankReq to its bankd, answers SetAtrReq, and in the APDU
 //! phase sends SELECT MF back to back, timing each round trip. Milestones
 //! go to the scenario as they happen; the outcome is returned on release.
+//!
+//! [`run_at_bankd`] is the same client without a server (bankd scenario):
+//! sent straight to a bankd with its map already there, it starts in
+//! WAIT_BANKD and shares the bankd link's code with the full client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use rspro::link::{Connection, ConnectionConfig, LinkError};
-use rspro::{BankSlot, ClientSlot, ComponentType, Decoded, Msg, ResultCode, RsproPdu};
+use rspro::pdu::TPDU_LEN;
+use rspro::{
+    BankSlot, ClientSlot, ComponentType, Decoded, Msg, ResultCode, RsproPdu, TpduCardToModem,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -72,10 +79,62 @@ pub struct ClientOutcome {
     pub last_bankd_error: Option<String>,
 }
 
+impl ClientOutcome {
+    /// Keeps the ATR of the first SetAtrReq; true if this was the first.
+    fn first_atr(&mut self, atr: &[u8]) -> bool {
+        if self.atr.is_some() {
+            return false;
+        }
+        self.atr = Some(atr.to_vec());
+        true
+    }
+
+    /// Counts the card's answer to the APDU sent at `sent`.
+    fn answered(&mut self, sent: Instant, rapdu: &[u8]) {
+        self.apdu_rtts.push(sent.elapsed());
+        if !answered_ok(rapdu) {
+            self.bad_answers += 1;
+        }
+    }
+}
+
 /// Whether a card's answer ends in a success status word: 9000, 61xx or
 /// (GSM class) 9Fxx, "response ready".
 pub fn answered_ok(rapdu: &[u8]) -> bool {
     matches!(rapdu, [.., 0x90, 0x00] | [.., 0x61 | 0x9f, _])
+}
+
+/// A command APDU from hex (`a0a40000023f00`; spaces and colons
+/// allowed), of a length a bankd accepts in a TPDU.
+pub fn parse_apdu(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b':')
+        .collect();
+    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = digits
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some((nibble(*hi)? << 4) | nibble(*lo)?),
+            _ => None,
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| format!("{text:?} is not hex: pairs of the digits 0-9 and a-f"))?;
+    check_apdu(&bytes)?;
+    Ok(bytes)
+}
+
+/// Refuses an APDU of a length a bankd would close the link for.
+pub fn check_apdu(apdu: &[u8]) -> Result<(), String> {
+    if TPDU_LEN.contains(&apdu.len()) {
+        return Ok(());
+    }
+    Err(format!(
+        "an APDU of {} bytes: a bankd takes {} to {}",
+        apdu.len(),
+        TPDU_LEN.start(),
+        TPDU_LEN.end()
+    ))
 }
 
 struct SimClient {
@@ -241,8 +300,7 @@ impl SimClient {
             )),
             Some(Msg::SetAtrReq(req)) => {
                 self.operational = true;
-                if self.outcome.atr.is_none() {
-                    self.outcome.atr = Some(req.atr.to_vec());
+                if self.outcome.first_atr(&req.atr) {
                     let atr = Milestone::Atr {
                         index: self.index,
                         at: Instant::now(),
@@ -260,10 +318,7 @@ impl SimClient {
             }
             Some(Msg::TpduCardToModem(tpdu)) => {
                 if let Some(sent) = self.in_flight.take() {
-                    self.outcome.apdu_rtts.push(sent.elapsed());
-                    if !answered_ok(&tpdu.data) {
-                        self.outcome.bad_answers += 1;
-                    }
+                    self.outcome.answered(sent, &tpdu.data);
                 }
             }
             _ => {}
@@ -312,6 +367,181 @@ impl SimClient {
     }
 }
 
+/// Where a client without a server goes, and what it sends.
+#[derive(Debug, Clone)]
+pub struct DirectConfig {
+    /// The bankd's client port.
+    pub bankd: SocketAddr,
+    /// The command APDU sent back to back.
+    pub apdu: Vec<u8>,
+    /// Bound of each step: the TCP connect, ConnectClientRes and SetAtrReq,
+    /// each APDU's answer.
+    pub timeout: Duration,
+}
+
+/// Client `index` with `slot`, mapped to `bank_slot`, straight at the
+/// bankd of `config` until the phase is Release: milestones Connected
+/// (the bankd's ConnectClientRes), Atr and Failed as the full client's.
+pub async fn run_at_bankd(
+    index: usize,
+    slot: ClientSlot,
+    bank_slot: BankSlot,
+    config: Arc<DirectConfig>,
+    milestones: mpsc::Sender<Milestone>,
+    mut phase: watch::Receiver<Phase>,
+) -> ClientOutcome {
+    let mut outcome = ClientOutcome {
+        index,
+        slot,
+        ..ClientOutcome::default()
+    };
+    let session = direct_session(&mut outcome, bank_slot, &config, &milestones, &mut phase);
+    if let Err(e) = session.await {
+        let reason = format!("{e:#}");
+        debug!(client = %slot, %reason, "client ended");
+        let _ = milestones.try_send(Milestone::Failed {
+            index,
+            reason: reason.clone(),
+        });
+        outcome.error = Some(reason);
+    }
+    outcome
+}
+
+/// WAIT_BANKD until the ATR, then OPERATIONAL: APDUs while the phase
+/// says so, PINGs and SetAtrReq answered throughout.
+async fn direct_session(
+    outcome: &mut ClientOutcome,
+    bank_slot: BankSlot,
+    config: &DirectConfig,
+    milestones: &mpsc::Sender<Milestone>,
+    phase: &mut watch::Receiver<Phase>,
+) -> anyhow::Result<()> {
+    let (index, slot) = (outcome.index, outcome.slot);
+    let started = Instant::now();
+    let deadline = started + config.timeout;
+    let mut link = open_bankd(config.bankd, slot, config.timeout).await?;
+    let mut welcomed = false;
+    loop {
+        let received = timeout_at(deadline, link.recv())
+            .await
+            .map_err(|_| {
+                let missing = if welcomed {
+                    "setAtrReq"
+                } else {
+                    "connectClientRes"
+                };
+                anyhow!("no {missing} from the bankd in time")
+            })?
+            .context("bankd link")?;
+        match known(received) {
+            Some(Msg::ConnectClientRes(res)) => {
+                if !res.result.is_ok() {
+                    bail!("the bankd answered connectClientRes({})", res.result);
+                }
+                welcomed = true;
+                let at = Instant::now();
+                let connected = Milestone::Connected {
+                    index,
+                    at,
+                    latency: at - started,
+                };
+                let _ = milestones.try_send(connected);
+            }
+            Some(Msg::SetAtrReq(req)) => {
+                outcome.first_atr(&req.atr);
+                let _ = milestones.try_send(Milestone::Atr {
+                    index,
+                    at: Instant::now(),
+                });
+                let answer = RsproPdu::set_atr_res(ResultCode::Ok);
+                link.send(&answer).await.context("bankd link")?;
+                break;
+            }
+            _ => {}
+        }
+    }
+    // Built once: every APDU of a run is the same.
+    let tpdu = RsproPdu::tpdu_modem_to_card(slot, bank_slot, &config.apdu[..]);
+    loop {
+        // Copied out: the watch's lock must not be held across an await.
+        let current = *phase.borrow_and_update();
+        match current {
+            Phase::Release => return Ok(()),
+            Phase::Apdu { until, senders } if index < senders && Instant::now() < until => {
+                if !exchange(&mut link, outcome, &tpdu, config.timeout, phase).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            received = link.recv() => {
+                let received = received.context("bankd link")?;
+                answer_bankd(&mut link, outcome, received).await?;
+            }
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// One APDU and its answer, within `timeout`; false if the phase turned
+/// to Release meanwhile.
+async fn exchange(
+    link: &mut Connection,
+    outcome: &mut ClientOutcome,
+    tpdu: &RsproPdu,
+    timeout: Duration,
+    phase: &mut watch::Receiver<Phase>,
+) -> anyhow::Result<bool> {
+    let sent = Instant::now();
+    link.send(tpdu).await.context("bankd link")?;
+    let deadline = sent + timeout;
+    loop {
+        tokio::select! {
+            received = timeout_at(deadline, link.recv()) => {
+                let received = received
+                    .map_err(|_| anyhow!("no tpduCardToModem from the bankd in time"))?
+                    .context("bankd link")?;
+                if let Some(answer) = answer_bankd(link, outcome, received).await? {
+                    outcome.answered(sent, &answer.data);
+                    return Ok(true);
+                }
+            }
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow_and_update() == Phase::Release {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Handles a PDU from the bankd in OPERATIONAL: a card's answer is
+/// returned, a new SetAtrReq answered (as the C client does), the
+/// rest ignored.
+async fn answer_bankd(
+    link: &mut Connection,
+    outcome: &mut ClientOutcome,
+    received: Decoded,
+) -> anyhow::Result<Option<TpduCardToModem>> {
+    match known(received) {
+        Some(Msg::TpduCardToModem(tpdu)) => Ok(Some(tpdu)),
+        Some(Msg::SetAtrReq(req)) => {
+            outcome.first_atr(&req.atr);
+            let answer = RsproPdu::set_atr_res(ResultCode::Ok);
+            link.send(&answer).await.context("bankd link")?;
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// A bankd link with ConnectClientReq sent (WAIT_BANKD).
 async fn open_bankd(
     addr: SocketAddr,
@@ -351,5 +581,17 @@ mod tests {
         assert!(!answered_ok(&[0x6a, 0x82]));
         assert!(!answered_ok(&[0x90]));
         assert!(!answered_ok(&[]));
+    }
+
+    #[test]
+    fn apdus_parse_from_hex() {
+        assert_eq!(parse_apdu("a0a40000023f00").ok(), Some(SELECT_MF.to_vec()));
+        assert_eq!(
+            parse_apdu("A0 A4 00 00 02 3F 00").ok(),
+            Some(SELECT_MF.to_vec())
+        );
+        assert!(parse_apdu("a0a400000").is_err(), "odd digits");
+        assert!(parse_apdu("a0a4000g023f00").is_err(), "not hex");
+        assert!(parse_apdu("a0a400").is_err(), "shorter than a header");
     }
 }

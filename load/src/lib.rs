@@ -2,24 +2,31 @@
 //! osmo-remsim-server alike. It speaks only RSPRO and the management API
 //! (gRPC, or the C REST API): simulated clients, simulated bankds with soft
 //! SIMs in process, slot maps created through the API; figures from the
-//! wire and from /proc.
+//! wire and from /proc. One scenario, bankd, measures a real bankd (ours
+//! or osmo-remsim-bankd) alone instead: remsim-load is its server and its
+//! clients.
 //!
-//! * [`scenario`]: connect, activate, apdu, idle; [`run`] runs one;
-//! * [`client`], [`bank`]: the simulated components; [`api`]: the
-//!   management calls; [`layout`]: which ids and slots each one uses;
+//! * [`scenario`]: connect, activate, apdu, idle, bankd; [`run`] runs one;
+//!   [`isolated`]: the bankd scenario, which [`run_bankd`] also runs on a
+//!   listener bound beforehand;
+//! * [`client`], [`bank`], [`server`]: the simulated components; [`api`]:
+//!   the management calls; [`layout`]: which ids and slots each one uses;
 //! * [`progress`]: the milestones clients report while a scenario waits;
 //! * [`stats`], [`procstat`], [`report`]: the figures and how they are shown.
 
 pub mod api;
 pub mod bank;
 pub mod client;
+pub mod isolated;
 pub mod layout;
 pub mod procstat;
 pub mod progress;
 pub mod report;
 pub mod scenario;
+pub mod server;
 pub mod stats;
 
+pub use isolated::{listen_for_bankd, run_bankd};
 pub use procstat::Watched;
 pub use report::Report;
 pub use scenario::{BankEndpoints, Scenario, Settings, Sizes, run};

@@ -1,6 +1,6 @@
 //! `remsim-load`: one load scenario against a remsim server, ours or
-//! osmo-remsim's (see lib.rs), reported as text or, with --json, as one
-//! JSON object on stdout.
+//! osmo-remsim's, or (bankd) against one bankd alone (see lib.rs),
+//! reported as text or, with --json, as one JSON object on stdout.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use remsim_daemon::{LogFormat, parse_duration};
-use remsim_load::{BankEndpoints, Scenario, Settings, Sizes, Watched, procstat};
+use remsim_load::{BankEndpoints, Scenario, Settings, Sizes, Watched, client, procstat};
 
 #[derive(Parser)]
 #[command(
     name = "remsim-load",
     version,
-    about = "Load for a remsim server (ours or osmo-remsim's): simulated clients, bankds with soft SIMs, slot maps through the management API"
+    about = "Load for a remsim server (ours or osmo-remsim's): simulated clients, bankds with soft SIMs, slot maps through the management API; or one bankd measured alone"
 )]
 struct Cli {
     /// The server's RSPRO port (HOST:PORT).
@@ -107,6 +107,41 @@ enum Command {
         #[command(flatten)]
         hold: HoldArgs,
     },
+    /// One real bankd alone: remsim-load listens as its server (start the
+    /// bankd with -i/-p pointing at --listen), maps its slots and plays its
+    /// clients, which send APDUs back to back: round trips, APDUs/s, and
+    /// CPU and context switches per APDU of every --pid.
+    Bankd(BankdArgs),
+}
+
+#[derive(Args)]
+struct BankdArgs {
+    /// Where remsim-load listens as the bankd's server (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:9998")]
+    listen: String,
+    /// The bankd's client port (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    bankd: String,
+    /// Simulated clients, at most the bankd's slots from --first-slot.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// The first bank slot mapped: client i gets slot first-slot + i.
+    #[arg(long, default_value_t = 0)]
+    first_slot: u32,
+    /// The command APDU the clients send, in hex (SELECT MF by default).
+    #[arg(long, default_value = "a0a40000023f00", value_parser = parse_apdu)]
+    apdu: Apdu,
+    #[command(flatten)]
+    hold: HoldArgs,
+}
+
+/// A command APDU from the command line (a newtype: clap would take a
+/// bare Vec<u8> for a list of numbers).
+#[derive(Clone)]
+struct Apdu(Vec<u8>);
+
+fn parse_apdu(text: &str) -> Result<Apdu, String> {
+    client::parse_apdu(text).map(Apdu)
 }
 
 #[derive(Args)]
@@ -201,8 +236,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Sizes::default()
             },
         ),
+        Command::Bankd(b) => (
+            Scenario::Bankd,
+            Sizes {
+                clients: b.clients,
+                seconds: b.hold.seconds,
+                ..Sizes::default()
+            },
+        ),
     };
-    let settings = Settings {
+    let mut settings = Settings {
         server: cli.server,
         api: cli.api,
         rest: cli.rest,
@@ -216,7 +259,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reset: cli.reset,
         processes: cli.pids,
         clk_tck: cli.clk_tck.unwrap_or_else(procstat::clock_ticks),
+        ..Settings::default()
     };
+    if let Command::Bankd(b) = cli.command {
+        settings.listen = b.listen;
+        settings.bankd = b.bankd;
+        settings.first_slot = b.first_slot;
+        settings.apdu = b.apdu.0;
+    }
     let report = remsim_load::run(&settings, scenario, &sizes).await?;
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -1,8 +1,10 @@
 //! The processes under test as the kernel accounts for them: CPU time
 //! (utime + stime of /proc/PID/stat, in clock ticks), peak resident memory
 //! (VmHWM of /proc/PID/status: the kernel keeps the peak, so the end of a
-//! window tells it) and thread count, sampled at the start and the end of
-//! a scenario's window. remsim-load measures itself the same way, so that
+//! window tells it), thread count and context switches (voluntary and
+//! not, summed over /proc/PID/task/*/status: the process's own status
+//! counts its first thread only), sampled at the start and the end of a
+//! scenario's window. remsim-load measures itself the same way, so that
 //! its own cost can be told apart.
 
 use std::str::FromStr;
@@ -55,6 +57,27 @@ pub struct ProcessUsage {
     /// VmHWM at the end of the window: the peak since the process started.
     pub peak_rss_kb: u64,
     pub threads: u64,
+    /// Voluntary and involuntary context switches of its threads in the
+    /// window (a thread that ended within it is no longer counted).
+    pub context_switches: u64,
+    /// CPU time per APDU answered in the window, in µs (bankd scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_apdu: Option<f64>,
+    /// Context switches per APDU answered in the window (bankd scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_switches_per_apdu: Option<f64>,
+}
+
+impl ProcessUsage {
+    /// Sets the per-APDU figures; none without APDUs.
+    pub fn per_apdu(&mut self, apdus: u64) {
+        if apdus == 0 {
+            return;
+        }
+        let apdus = apdus as f64;
+        self.cpu_us_per_apdu = Some(self.cpu_ms * 1000.0 / apdus);
+        self.context_switches_per_apdu = Some(self.context_switches as f64 / apdus);
+    }
 }
 
 /// One reading of a process.
@@ -63,6 +86,8 @@ pub struct Sample {
     pub cpu_ticks: u64,
     pub peak_rss_kb: u64,
     pub threads: u64,
+    /// Summed over the threads alive at the reading.
+    pub context_switches: u64,
 }
 
 pub fn sample(pid: u32) -> anyhow::Result<Sample> {
@@ -76,7 +101,32 @@ pub fn sample(pid: u32) -> anyhow::Result<Sample> {
         cpu_ticks: cpu_ticks(&stat).with_context(within)?,
         peak_rss_kb: status_value(&status, "VmHWM").with_context(within)?,
         threads: status_value(&status, "Threads").with_context(within)?,
+        context_switches: thread_switches(pid)?,
     })
+}
+
+/// The context switches of every thread of `pid`. A thread that ends
+/// between the listing and its reading is skipped.
+pub fn thread_switches(pid: u32) -> anyhow::Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).with_context(|| format!("process {pid}: {dir}"))?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let switches = context_switches(&status)
+            .with_context(|| format!("process {pid}: {}", task.path().display()))?;
+        total = total.saturating_add(switches);
+    }
+    Ok(total)
+}
+
+/// voluntary_ctxt_switches + nonvoluntary_ctxt_switches of a status file.
+pub fn context_switches(status: &str) -> anyhow::Result<u64> {
+    let voluntary = status_value(status, "voluntary_ctxt_switches")?;
+    let involuntary = status_value(status, "nonvoluntary_ctxt_switches")?;
+    Ok(voluntary.saturating_add(involuntary))
 }
 
 /// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command
@@ -151,8 +201,8 @@ impl Window {
         })
     }
 
-    /// Samples them again: the CPU spent since the start, the peak memory
-    /// and the threads now.
+    /// Samples them again: the CPU spent and the context switches since
+    /// the start, the peak memory and the threads now.
     pub fn finish(&self, clk_tck: u64) -> anyhow::Result<Usage> {
         let window = self.started.elapsed();
         let usage = |label: &str, pid: u32, before: &Sample| -> anyhow::Result<ProcessUsage> {
@@ -164,6 +214,9 @@ impl Window {
                 cpu_ms: ticks as f64 * 1000.0 / clk_tck.max(1) as f64,
                 peak_rss_kb: now.peak_rss_kb,
                 threads: now.threads,
+                context_switches: now.context_switches.saturating_sub(before.context_switches),
+                cpu_us_per_apdu: None,
+                context_switches_per_apdu: None,
             })
         };
         let processes = self
@@ -201,6 +254,32 @@ mod tests {
     }
 
     #[test]
+    fn switches_add_both_kinds() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(context_switches(status).ok(), Some(127));
+        assert!(context_switches("voluntary_ctxt_switches:\t1\n").is_err());
+    }
+
+    #[test]
+    fn per_apdu_figures_need_apdus() {
+        let mut usage = ProcessUsage {
+            label: "bankd".into(),
+            pid: 1,
+            cpu_ms: 20.0,
+            peak_rss_kb: 1,
+            threads: 1,
+            context_switches: 50,
+            cpu_us_per_apdu: None,
+            context_switches_per_apdu: None,
+        };
+        usage.per_apdu(0);
+        assert_eq!(usage.cpu_us_per_apdu, None);
+        usage.per_apdu(100);
+        assert_eq!(usage.cpu_us_per_apdu, Some(200.0));
+        assert_eq!(usage.context_switches_per_apdu, Some(0.5));
+    }
+
+    #[test]
     fn pids_take_an_optional_label() {
         let w: Watched = "server=1234".parse().expect("labelled");
         assert_eq!((w.label.as_str(), w.pid), ("server", 1234));
@@ -212,5 +291,6 @@ mod tests {
     fn this_process_can_be_sampled() {
         let own = sample(std::process::id()).expect("own /proc entry");
         assert!(own.peak_rss_kb > 0 && own.threads >= 1);
+        assert!(own.context_switches > 0, "a test thread has been switched");
     }
 }

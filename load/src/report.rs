@@ -1,7 +1,7 @@
 //! What a run found, for people (text lines) or for programs (one JSON
-//! object with --json). Times in ms, latencies in µs, CPU time in ms,
-//! memory in kB; a figure that does not exist (not every client served)
-//! is null rather than a misleading number.
+//! object with --json). Times in ms, latencies in µs, CPU time in ms
+//! (per APDU in µs), memory in kB; a figure that does not exist (not every
+//! client served) is null rather than a misleading number.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +23,10 @@ pub struct Report {
     pub all_served_ms: Option<f64>,
     /// Connect start → ConnectClientRes, over the served clients.
     pub latency_us: Option<Summary>,
+    /// The bankd under test (bankd scenario); `served` and `latency_us`
+    /// then count its ConnectClientRes, not a server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bankd: Option<BankdInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activation: Option<Activation>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,6 +40,18 @@ pub struct Report {
     pub processes: Vec<ProcessUsage>,
     /// remsim-load itself over the same window, to tell its cost apart.
     pub generator: Option<ProcessUsage>,
+}
+
+/// What the bankd under test announced in its ConnectBankReq.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BankdInfo {
+    pub bank_id: u32,
+    /// Its numberOfSlots.
+    pub slots: u32,
+    /// The first bank slot mapped; clients got the slots from there.
+    pub first_slot: u32,
+    pub software: String,
+    pub sw_version: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -103,6 +119,13 @@ impl fmt::Display for Report {
             ms(self.all_served_ms)
         )?;
         latencies(f, "connect latency", self.latency_us.as_ref())?;
+        if let Some(b) = &self.bankd {
+            writeln!(
+                f,
+                "bankd: bank {} ({} {}), {} slots, clients mapped from slot {}",
+                b.bank_id, b.software, b.sw_version, b.slots, b.first_slot
+            )?;
+        }
         if let Some(a) = &self.activation {
             writeln!(
                 f,
@@ -145,11 +168,18 @@ impl fmt::Display for Report {
         }
         writeln!(f, "processes over {:.1} ms:", self.window_ms)?;
         for p in self.processes.iter().chain(&self.generator) {
-            writeln!(
+            write!(
                 f,
-                "  {} (pid {}): CPU {:.0} ms, peak RSS {} kB, {} threads",
-                p.label, p.pid, p.cpu_ms, p.peak_rss_kb, p.threads
+                "  {} (pid {}): CPU {:.0} ms, peak RSS {} kB, {} threads, {} context switches",
+                p.label, p.pid, p.cpu_ms, p.peak_rss_kb, p.threads, p.context_switches
             )?;
+            if let (Some(cpu), Some(switches)) = (p.cpu_us_per_apdu, p.context_switches_per_apdu) {
+                write!(
+                    f,
+                    "; per APDU {cpu:.1} µs CPU, {switches:.2} context switches"
+                )?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }

@@ -1,11 +1,14 @@
-//! The four scenarios: what runs, what is waited for (always within a
+//! The five scenarios: what runs, what is waited for (always within a
 //! bound), which window the processes under test are measured over, and
 //! the report.
 //! * connect: N clients → ConnectClientRes; window from the first connect;
 //! * activate: B bankds × S slots, N clients, M maps through the API →
 //!   every mapped client holds its card's ATR; window from the first create;
 //! * apdu: activate, then APDUs back to back for T; window = those T;
-//! * idle: connect, then hold every connection for T; window = those T.
+//! * idle: connect, then hold every connection for T; window = those T;
+//! * bankd: one real bankd alone, remsim-load its server and its N
+//!   clients, APDUs back to back for T; window = those T (see
+//!   [`crate::isolated`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,7 +21,8 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::api::{self, MapApi, Rest};
 use crate::bank::{BankSpec, SimBank};
-use crate::client::{self, ClientConfig, ClientOutcome, Goal, Phase};
+use crate::client::{self, ClientConfig, ClientOutcome, Goal, Phase, SELECT_MF};
+use crate::isolated;
 use crate::layout::{self, BANKD_PORT, Layout};
 use crate::procstat::{DEFAULT_CLK_TCK, Usage, Watched, Window};
 use crate::progress::{self, Tracker};
@@ -31,6 +35,7 @@ pub enum Scenario {
     Activate,
     Apdu,
     Idle,
+    Bankd,
 }
 
 impl Scenario {
@@ -40,6 +45,7 @@ impl Scenario {
             Scenario::Activate => "activate",
             Scenario::Apdu => "apdu",
             Scenario::Idle => "idle",
+            Scenario::Bankd => "bankd",
         }
     }
 }
@@ -78,6 +84,14 @@ pub struct Settings {
     pub reset: bool,
     pub processes: Vec<Watched>,
     pub clk_tck: u64,
+    /// bankd scenario: where remsim-load listens as the bankd's server.
+    pub listen: String,
+    /// bankd scenario: the bankd's client port.
+    pub bankd: String,
+    /// bankd scenario: client i gets bank slot first_slot + i.
+    pub first_slot: u32,
+    /// bankd scenario: the command APDU the clients send.
+    pub apdu: Vec<u8>,
 }
 
 impl Default for Settings {
@@ -96,6 +110,10 @@ impl Default for Settings {
             reset: false,
             processes: Vec::new(),
             clk_tck: DEFAULT_CLK_TCK,
+            listen: "127.0.0.1:9998".into(),
+            bankd: format!("127.0.0.1:{BANKD_PORT}"),
+            first_slot: 0,
+            apdu: SELECT_MF.to_vec(),
         }
     }
 }
@@ -112,7 +130,7 @@ pub struct Sizes {
     pub maps: Option<usize>,
     /// Clients sending APDUs; `None`: all.
     pub senders: Option<usize>,
-    /// How long apdu sends and idle holds.
+    /// How long apdu and bankd send, and idle holds.
     pub seconds: Duration,
 }
 
@@ -140,12 +158,9 @@ fn pace(i: usize, rate: Option<f64>) -> Duration {
     rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / r))
 }
 
-/// Runs `scenario` against the server of `settings`; errors are problems
-/// of the run itself (a bad size, an API or process that cannot be
-/// reached), not clients left unserved, which the report counts.
-pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyhow::Result<Report> {
-    let n = sizes.clients;
-    if n == 0 {
+/// Refuses sizes and settings no scenario can run with.
+pub(crate) fn check(settings: &Settings, sizes: &Sizes) -> anyhow::Result<()> {
+    if sizes.clients == 0 {
         bail!("--clients must be at least 1");
     }
     // Bounded so that no deadline computed from them can overflow.
@@ -161,6 +176,20 @@ pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyh
     {
         bail!("--rate must be at least {SLOWEST_RATE} connects per second");
     }
+    Ok(())
+}
+
+/// Runs `scenario` against the server of `settings` (the bankd scenario:
+/// against its bankd); errors are problems of the run itself (a bad size,
+/// an API or process that cannot be reached), not clients left unserved,
+/// which the report counts.
+pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyhow::Result<Report> {
+    check(settings, sizes)?;
+    if scenario == Scenario::Bankd {
+        let listener = isolated::listen_for_bankd(settings).await?;
+        return isolated::run_bankd(settings, sizes, listener).await;
+    }
+    let n = sizes.clients;
     let with_maps = matches!(scenario, Scenario::Activate | Scenario::Apdu);
     let (banks, maps) = if with_maps {
         (sizes.banks, sizes.maps.unwrap_or(n))
@@ -240,6 +269,8 @@ pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyh
             });
             usage
         }
+        // Run above: it has no server.
+        Scenario::Bankd => bail!("the bankd scenario runs without a server"),
         Scenario::Activate | Scenario::Apdu => {
             let map_api = map_api.context("no management API")?;
             let window = Window::start(&settings.processes)?;
@@ -376,7 +407,10 @@ async fn activate(
 }
 
 /// The outcomes of the clients that end by `deadline` (after Release).
-async fn collect(clients: &mut JoinSet<ClientOutcome>, deadline: Instant) -> Vec<ClientOutcome> {
+pub(crate) async fn collect(
+    clients: &mut JoinSet<ClientOutcome>,
+    deadline: Instant,
+) -> Vec<ClientOutcome> {
     let mut outcomes = Vec::with_capacity(clients.len());
     while let Ok(Some(joined)) = timeout_at(deadline, clients.join_next()).await {
         if let Ok(outcome) = joined {
@@ -386,7 +420,12 @@ async fn collect(clients: &mut JoinSet<ClientOutcome>, deadline: Instant) -> Vec
     outcomes
 }
 
-fn apdu_figures(outcomes: &[ClientOutcome], senders: usize, window: Duration) -> ApduFigures {
+/// The APDU figures of clients 0..senders over `window`.
+pub(crate) fn apdu_figures(
+    outcomes: &[ClientOutcome],
+    senders: usize,
+    window: Duration,
+) -> ApduFigures {
     let mut per_client = vec![0u64; senders];
     let mut rtts = Vec::new();
     let mut bad_answers = 0;

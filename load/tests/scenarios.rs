@@ -1,14 +1,17 @@
-//! remsim-load against this workspace's remsim-server, each scenario at a
-//! small size through the library. Counts are asserted (every client
-//! served, every mapped client its ATR, APDUs from every sender, every
-//! answer a success status word), never timings; and the JSON report
-//! carries its fields, the server's process figures among them.
+//! remsim-load against this workspace's remsim-server (the bankd
+//! scenario: against its remsim-bankd alone), each scenario at a small
+//! size through the library. Counts are asserted (every client served,
+//! every mapped client its ATR, APDUs from every sender, every answer a
+//! success status word), never timings; and the JSON report carries its
+//! fields, the process figures of the component under test among them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use remsim_load::{BankEndpoints, Report, Scenario, Settings, Sizes, Watched, run};
-use remsim_testing::{Proc, free_port, start_server};
+use remsim_load::{
+    BankEndpoints, Report, Scenario, Settings, Sizes, Watched, listen_for_bankd, run, run_bankd,
+};
+use remsim_testing::{Proc, free_port, start_server, start_soft_bankd};
 use serde_json::Value;
 
 struct Server {
@@ -64,12 +67,23 @@ fn assert_common_fields(v: &Value, scenario: &str, clients: u64) {
     assert!(v["window_ms"].is_number());
     let server = &v["processes"][0];
     assert_eq!(server["label"], "server");
-    for key in ["pid", "cpu_ms", "peak_rss_kb", "threads"] {
-        assert!(server[key].is_number(), "processes[0].{key} in {v}");
+    assert_process_fields(v, server);
+}
+
+fn assert_process_fields(v: &Value, process: &Value) {
+    for key in [
+        "pid",
+        "cpu_ms",
+        "peak_rss_kb",
+        "threads",
+        "context_switches",
+    ] {
+        assert!(process[key].is_number(), "{key} of {process} in {v}");
     }
-    assert!(server["peak_rss_kb"].as_u64() > Some(0));
-    assert!(server["threads"].as_u64() >= Some(1));
+    assert!(process["peak_rss_kb"].as_u64() > Some(0));
+    assert!(process["threads"].as_u64() >= Some(1));
     assert!(v["generator"]["cpu_ms"].is_number());
+    assert!(v["generator"]["context_switches"].is_u64(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,4 +231,84 @@ async fn activate_over_rest_with_source_addresses() {
         .expect("activate over REST runs");
     let a = report.activation.as_ref().expect("activation figures");
     assert_eq!((a.maps_created, a.activated), (4, 4), "{report}");
+}
+
+/// Our bankd with soft SIMs measured alone: remsim-load is its server
+/// (bound before the bankd starts, so that its first connect finds it) and
+/// its two clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bankd_scenario_measures_our_soft_bankd() {
+    let (listen_port, bankd_port) = (free_port(), free_port());
+    let mut settings = Settings {
+        listen: format!("127.0.0.1:{listen_port}"),
+        bankd: format!("127.0.0.1:{bankd_port}"),
+        timeout: Duration::from_secs(20),
+        ..Settings::default()
+    };
+    let listener = listen_for_bankd(&settings).await.expect("listens");
+    let bankd = start_soft_bankd(listen_port, 1, 4, bankd_port, &[]);
+    settings.processes = vec![Watched {
+        label: "bankd".into(),
+        pid: bankd.0.id(),
+    }];
+    let sizes = Sizes {
+        clients: 2,
+        seconds: Duration::from_secs(1),
+        ..Sizes::default()
+    };
+    let report = run_bankd(&settings, &sizes, listener)
+        .await
+        .expect("bankd runs");
+    assert_eq!((report.clients, report.served), (2, 2), "{report}");
+    let info = report.bankd.as_ref().expect("the bankd's figures");
+    assert_eq!((info.bank_id, info.slots, info.first_slot), (1, 4, 0));
+    let a = report.activation.as_ref().expect("activation figures");
+    assert_eq!((a.maps_created, a.activated), (2, 2), "{report}");
+    let apdu = report.apdu.as_ref().expect("apdu figures");
+    assert_eq!(apdu.senders, 2);
+    assert!(apdu.min_client_apdus > 0, "a client starved: {report}");
+    assert_eq!(apdu.bad_answers, 0, "{report}");
+    assert!(report.failures.is_empty(), "{report}");
+
+    let v = json(&report);
+    assert_eq!(v["scenario"], "bankd");
+    assert_eq!(v["bankd"]["software"], "remsim-bankd");
+    assert!(v["apdu"]["apdu_us"]["p99"].is_u64(), "{v}");
+    let watched = &v["processes"][0];
+    assert_eq!(watched["label"], "bankd");
+    assert_process_fields(&v, watched);
+    for key in ["cpu_us_per_apdu", "context_switches_per_apdu"] {
+        assert!(watched[key].is_number(), "processes[0].{key} in {v}");
+        assert!(v["generator"][key].is_number(), "generator.{key} in {v}");
+    }
+}
+
+/// The same scenario through `run`, which binds by itself: a bankd that
+/// connects later (ours retries) is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bankd_scenario_waits_for_a_later_bankd() {
+    let (listen_port, bankd_port) = (free_port(), free_port());
+    let settings = Settings {
+        listen: format!("127.0.0.1:{listen_port}"),
+        bankd: format!("127.0.0.1:{bankd_port}"),
+        timeout: Duration::from_secs(20),
+        first_slot: 3,
+        ..Settings::default()
+    };
+    let sizes = Sizes {
+        // Capped at the one slot left from slot 3.
+        clients: 5,
+        seconds: Duration::from_millis(300),
+        ..Sizes::default()
+    };
+    // Started beside the scenario, maybe before it listens.
+    let bankd =
+        tokio::task::spawn_blocking(move || start_soft_bankd(listen_port, 2, 4, bankd_port, &[]));
+    let report = run(&settings, Scenario::Bankd, &sizes).await;
+    let _bankd = bankd.await.expect("the bankd starts");
+    let report = report.expect("bankd runs");
+    assert_eq!(report.clients, 1, "{report}");
+    let apdu = report.apdu.as_ref().expect("apdu figures");
+    assert!(apdu.min_client_apdus > 0, "{report}");
+    assert_eq!(apdu.bad_answers, 0, "{report}");
 }
