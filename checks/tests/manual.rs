@@ -11,13 +11,14 @@ use remsim_checks::{Opt, Table, compare, parse_help, parse_tables};
 use remsim_testing::workspace_binary;
 
 /// Every program the manual documents.
-const PROGRAMS: [&str; 6] = [
+const PROGRAMS: [&str; 7] = [
     "remsim-server",
     "remsim-bankd",
     "remsim-client",
     "remsimctl",
     "remsim-vcard",
     "remsim-demo",
+    "remsim-load",
 ];
 
 fn repo() -> PathBuf {
