@@ -138,29 +138,11 @@ async fn inside_namespace() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Waits until pcscd reports a card in `reader` (or none): on its status
-/// change events, within the guard.
+/// Waits until pcscd reports a card in `reader` (or none), off the runtime.
 async fn reader_state(reader: &'static str, present: bool) {
-    tokio::task::spawn_blocking(move || {
-        let ctx = pcsc::Context::establish(pcsc::Scope::System).expect("PC/SC context");
-        let name = std::ffi::CString::new(reader).expect("name");
-        let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
-        let deadline = std::time::Instant::now() + GUARD;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            ctx.get_status_change(left, &mut states)
-                .unwrap_or_else(|e| panic!("{reader}: no card {present} in time: {e}"));
-            let state = states[0].event_state();
-            if state.contains(pcsc::State::PRESENT) == present
-                && state.contains(pcsc::State::EMPTY) != present
-            {
-                return;
-            }
-            states[0].sync_current_state();
-        }
-    })
-    .await
-    .expect("status wait");
+    tokio::task::spawn_blocking(move || pcscd::wait_card(reader, present))
+        .await
+        .expect("status wait");
 }
 
 /// Sends a TPDU and returns whatever answers it.

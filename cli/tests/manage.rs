@@ -36,11 +36,7 @@ async fn setup(tag: &str) -> Setup {
         api: format!("http://127.0.0.1:{api}"),
         dir,
     };
-    let start = std::time::Instant::now();
-    while !ctl(&s, &["bank", "list"]).status.success() {
-        assert!(start.elapsed() < GUARD, "server not up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // start_server returns once the server listens.
     s
 }
 
@@ -157,11 +153,23 @@ async fn every_management_command() {
         ),
         (65536.into(), 1.into(), 23.into())
     );
-    let start = std::time::Instant::now();
-    while json(&s, &["slotmap", "show", "--client", "23:0"])["state"] != "ACTIVE" {
-        assert!(start.elapsed() < GUARD, "map never ACTIVE");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // ACTIVE once the bankd confirmed it: waited for on the server's events.
+    let mut api =
+        remsim_api::v1::remsim_service_client::RemsimServiceClient::connect(s.api.clone())
+            .await
+            .expect("the API");
+    remsim_testing::watch::until(&mut api, |m| {
+        m.slotmaps().iter().any(|map| {
+            map.client
+                .is_some_and(|c| (c.client_id, c.slot_nr) == (23, 0))
+                && map.state == remsim_api::v1::SlotmapState::Active as i32
+        })
+    })
+    .await;
+    assert_eq!(
+        json(&s, &["slotmap", "show", "--client", "23:0"])["state"],
+        "ACTIVE"
+    );
     assert_eq!(
         json(&s, &["client", "show", "23:0"])["bankd"],
         "192.0.2.1:9999"

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use remsim_testing::{GUARD, Peer, c_frame, c_frames};
 use rspro::ipa::Frame;
@@ -151,13 +150,6 @@ async fn c_server_and_c_bankd_see_the_c_client_exchange() {
 
     // EOF on stdin: the client exits cleanly.
     drop(stdin);
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = client.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(start.elapsed() < GUARD, "client did not exit on EOF");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = remsim_testing::exit_status(&mut client, "EOF on stdin");
     assert!(status.success(), "{status}");
 }

@@ -8,7 +8,6 @@
 
 use std::ffi::CString;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use pcsc::{Context, Protocols, Scope, ShareMode};
 use remsim_api::v1 as pb;
@@ -19,18 +18,6 @@ use simcard::card::default_atr;
 use simcard::fs::{USIM_AID, encode_imsi, swapped_bcd};
 
 const INNER: &str = "REMSIM_CLIENT_VPCD_TEST_INNER";
-const GUARD: Duration = Duration::from_secs(20);
-
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < GUARD, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn tx(card: &pcsc::Card, apdu: &str) -> Vec<u8> {
     let mut buf = [0u8; 300];
@@ -53,14 +40,10 @@ fn inside_namespace() {
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let start = Instant::now();
-        let mut api = loop {
-            if let Ok(c) = RemsimServiceClient::connect("http://127.0.0.1:9997").await {
-                break c;
-            }
-            assert!(start.elapsed() < GUARD, "API not up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        // start_server returns once the server listens.
+        let mut api = RemsimServiceClient::connect("http://127.0.0.1:9997")
+            .await
+            .expect("the API");
         let req = pb::CreateSlotmapRequest::new((1, 0), (23, 0));
         api.create_slotmap(req).await.expect("map");
     });
@@ -68,14 +51,13 @@ fn inside_namespace() {
     let reader = CString::new("Virtual PCD 00 00").expect("name");
     // The card appears once the bankd's ATR arrived; until then vpcd may
     // see the default ATR 3B 00 for a moment.
-    let card = until("the remote card in the local reader", || {
-        let ctx = Context::establish(Scope::User).ok()?;
-        let card = ctx
-            .connect(&reader, ShareMode::Shared, Protocols::T0 | Protocols::T1)
-            .ok()?;
-        let atr = card.status2_owned().ok()?.atr().to_vec();
-        (atr == default_atr()).then_some(card)
+    pcscd::wait_reader("Virtual PCD 00 00", |state, atr| {
+        state.contains(pcsc::State::PRESENT) && atr == default_atr()
     });
+    let card = Context::establish(Scope::User)
+        .expect("context")
+        .connect(&reader, ShareMode::Shared, Protocols::T0 | Protocols::T1)
+        .expect("the remote card in the local reader");
     let profile = CardProfile::generated(1024);
     assert_eq!(tx(&card, "00a4000c022fe2"), vec![0x90, 0x00]);
     let iccid = tx(&card, "00b000000a");
@@ -110,13 +92,7 @@ fn inside_namespace() {
     drop(card);
     let status = client.terminate();
     assert!(status.success(), "remsim-client exit status {status}");
-    until("the card gone from the local reader", || {
-        let ctx = Context::establish(Scope::User).ok()?;
-        let gone = ctx
-            .connect(&reader, ShareMode::Shared, Protocols::T0 | Protocols::T1)
-            .is_err();
-        gone.then_some(())
-    });
+    pcscd::wait_card("Virtual PCD 00 00", false);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -301,28 +301,34 @@ impl Proc {
     /// is killed and the test fails).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.0.id().to_string();
-        let signal = |name: &str| {
-            std::process::Command::new("kill")
-                .args([name, &pid])
-                .status()
-                .expect("kill")
-        };
-        signal("-TERM");
-        let child = &mut self.0;
-        std::thread::scope(|scope| {
-            let (tx, exited) = std::sync::mpsc::channel();
-            scope.spawn(move || {
-                let _ = tx.send(child.wait());
-            });
-            match exited.recv_timeout(GUARD) {
-                Ok(status) => status.expect("wait"),
-                Err(_) => {
-                    signal("-KILL");
-                    panic!("no exit within {GUARD:?} of SIGTERM");
-                }
-            }
-        })
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM {pid}");
+        exit_status(&mut self.0, "SIGTERM")
     }
+}
+
+/// Waits for `child` to exit (on a thread, not by polling) and returns its
+/// status; past GUARD it is killed and the test fails, naming `after`.
+pub fn exit_status(child: &mut std::process::Child, after: &str) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    std::thread::scope(|scope| {
+        let (tx, exited) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match exited.recv_timeout(GUARD) {
+            Ok(status) => status.expect("wait"),
+            Err(_) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid])
+                    .status();
+                panic!("no exit within {GUARD:?} of {after}");
+            }
+        }
+    })
 }
 
 /// Starts a program with its output discarded.
@@ -473,6 +479,33 @@ pub mod pcscd {
             .status()
             .unwrap_or_else(|e| panic!("{cmd}: {e}"));
         assert!(status.success(), "{cmd} {args:?}: {status}");
+    }
+
+    /// Waits until pcscd's state of `reader` satisfies `ok` (its state
+    /// flags and the ATR of the card in it), on PC/SC status-change events
+    /// rather than polling; fails the test after the guard.
+    pub fn wait_reader(reader: &str, ok: impl Fn(pcsc::State, &[u8]) -> bool) {
+        let ctx = pcsc::Context::establish(pcsc::Scope::System).expect("PC/SC context");
+        let name = std::ffi::CString::new(reader).expect("reader name");
+        let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+        let deadline = Instant::now() + super::GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ctx.get_status_change(left, &mut states)
+                .unwrap_or_else(|e| panic!("{reader}: not in the state awaited: {e}"));
+            if ok(states[0].event_state(), states[0].atr()) {
+                return;
+            }
+            states[0].sync_current_state();
+        }
+    }
+
+    /// Waits until `reader` holds a card (`present`) or none.
+    pub fn wait_card(reader: &str, present: bool) {
+        wait_reader(reader, |state, _| {
+            state.contains(pcsc::State::PRESENT) == present
+                && state.contains(pcsc::State::EMPTY) != present
+        });
     }
 
     /// [`super::in_namespace`] for tests that also need pcscd and vpcd:

@@ -8,7 +8,6 @@
 
 use std::ffi::CString;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use pcsc::{Card, Context, Protocols, Scope, ShareMode};
 use remsim_testing::{delayed_acks, pcscd, spawn_quiet};
@@ -20,27 +19,18 @@ use simcard::milenage::Milenage;
 const INNER: &str = "REMSIM_PCSC_TEST_INNER";
 const FIRST_CARD: u32 = 100;
 
-fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn reader(slot: u8) -> CString {
     CString::new(format!("Virtual PCD 00 {slot:02X}")).expect("name")
 }
 
+/// The card in reader `slot`, once pcscd reports one there.
 fn connect(slot: u8) -> Card {
-    until("a card in the reader", Duration::from_secs(15), || {
-        let ctx = Context::establish(Scope::User).ok()?;
-        ctx.connect(&reader(slot), ShareMode::Shared, Protocols::T0)
-            .ok()
-    })
+    let name = reader(slot);
+    pcscd::wait_card(name.to_str().expect("name"), true);
+    Context::establish(Scope::User)
+        .expect("context")
+        .connect(&name, ShareMode::Shared, Protocols::T0)
+        .expect("a card in the reader")
 }
 
 fn tx(card: &Card, apdu: &[u8]) -> (Vec<u8>, u16) {
@@ -137,12 +127,7 @@ fn inside_namespace() {
 
     // remsim-vcard goes away: the reader reports no card.
     drop(vcard);
-    until("the card's removal", Duration::from_secs(10), || {
-        let ctx = Context::establish(Scope::User).ok()?;
-        ctx.connect(&reader(0), ShareMode::Shared, Protocols::T0)
-            .is_err()
-            .then_some(())
-    });
+    pcscd::wait_card(reader(0).to_str().expect("name"), false);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
