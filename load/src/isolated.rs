@@ -28,7 +28,7 @@ use crate::progress::{self, Tracker};
 use crate::report::{Activation, BankdInfo, Report};
 use crate::scenario::{self, Scenario, Settings, Sizes};
 use crate::server;
-use crate::stats::{fraction, millis, summarize};
+use crate::stats::{fraction, millis};
 
 /// Binds `settings.listen`, where the bankd under test is to connect: a
 /// caller that starts the bankd itself binds first, then runs
@@ -128,13 +128,7 @@ pub async fn run_bankd(
     tracker
         .wait(t0 + settings.timeout, Tracker::connect_settled)
         .await;
-    report.served = tracker.connected;
-    report.served_fraction = fraction(tracker.connected, k);
-    report.all_served_ms = tracker
-        .last_connected
-        .filter(|_| tracker.connected == k)
-        .map(|at| millis(at - t0));
-    report.latency_us = summarize(tracker.latencies.clone());
+    crate::scenario::record_connects(&mut report, &tracker, k, t0);
     // Past every client's own deadline, so each has its ATR or has failed.
     tracker
         .wait(Instant::now() + settings.timeout, Tracker::atr_settled)

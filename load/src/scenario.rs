@@ -158,6 +158,17 @@ fn pace(i: usize, rate: Option<f64>) -> Duration {
     rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / r))
 }
 
+/// The connect figures of `n` clients started at `t0`, as `tracker` saw them.
+pub(crate) fn record_connects(report: &mut Report, tracker: &Tracker, n: usize, t0: Instant) {
+    report.served = tracker.connected;
+    report.served_fraction = fraction(tracker.connected, n);
+    report.all_served_ms = tracker
+        .last_connected
+        .filter(|_| tracker.connected == n)
+        .map(|at| millis(at - t0));
+    report.latency_us = summarize(tracker.latencies.clone());
+}
+
 /// Refuses sizes and settings no scenario can run with.
 pub(crate) fn check(settings: &Settings, sizes: &Sizes) -> anyhow::Result<()> {
     if sizes.clients == 0 {
@@ -248,13 +259,7 @@ pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyh
     drop(milestones);
     let connect_by = t0 + pace(n - 1, sizes.rate) + settings.timeout;
     tracker.wait(connect_by, Tracker::connect_settled).await;
-    report.served = tracker.connected;
-    report.served_fraction = fraction(tracker.connected, n);
-    report.all_served_ms = tracker
-        .last_connected
-        .filter(|_| tracker.connected == n)
-        .map(|at| millis(at - t0));
-    report.latency_us = summarize(tracker.latencies.clone());
+    record_connects(&mut report, &tracker, n, t0);
 
     let usage = match scenario {
         Scenario::Connect => connect_window.finish(settings.clk_tck)?,
