@@ -25,10 +25,10 @@ use crate::client::{self, DirectConfig, Phase};
 use crate::layout::Layout;
 use crate::procstat::Window;
 use crate::progress::{self, Tracker};
-use crate::report::{Activation, BankdInfo, Report};
+use crate::report::{BankdInfo, Report};
 use crate::scenario::{self, Scenario, Settings, Sizes};
 use crate::server;
-use crate::stats::{fraction, millis};
+use crate::stats::millis;
 
 /// Binds `settings.listen`, where the bankd under test is to connect: a
 /// caller that starts the bankd itself binds first, then runs
@@ -133,20 +133,15 @@ pub async fn run_bankd(
     tracker
         .wait(Instant::now() + settings.timeout, Tracker::atr_settled)
         .await;
-    report.activation = Some(Activation {
-        banks: 1,
+    report.activation = Some(crate::scenario::activation(
+        &tracker,
+        1,
         slots,
-        maps: k,
-        maps_created: k - maps_failed,
+        k,
         maps_failed,
         create_ms,
-        activated: tracker.atrs,
-        activated_fraction: fraction(tracker.atrs, k),
-        all_activated_ms: tracker
-            .last_atr
-            .filter(|_| tracker.atrs == k)
-            .map(|at| millis(at.saturating_duration_since(first_create))),
-    });
+        first_create,
+    ));
 
     let window = Window::start(&settings.processes)?;
     let until = Instant::now() + sizes.seconds;

@@ -395,9 +395,31 @@ async fn activate(
     tracker
         .wait(Instant::now() + settings.timeout, Tracker::atr_settled)
         .await;
+    activation(
+        tracker,
+        banks,
+        layout.slots,
+        maps,
+        maps_failed,
+        create_ms,
+        first_create,
+    )
+}
+
+/// The activation figures of `maps` maps whose creation began at
+/// `first_create`, as `tracker` saw their ATRs arrive.
+pub(crate) fn activation(
+    tracker: &Tracker,
+    banks: u32,
+    slots: u32,
+    maps: usize,
+    maps_failed: usize,
+    create_ms: f64,
+    first_create: Instant,
+) -> Activation {
     Activation {
         banks,
-        slots: layout.slots,
+        slots,
         maps,
         maps_created: maps - maps_failed,
         maps_failed,
