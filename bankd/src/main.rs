@@ -3,17 +3,6 @@
 //! slot maps, and a data port (TCP 9999) for clients, one task each.
 //! Flags are osmo-remsim-bankd's, so existing units keep working.
 
-mod card;
-mod gsmtap;
-mod maps;
-mod metrics;
-mod server_link;
-mod session;
-#[cfg(test)]
-mod session_properties;
-mod slots;
-mod worker;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use remsim_bankd::{card, gsmtap, maps, metrics, server_link, slots, worker};
 use remsim_daemon::listen::{self, Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
 use remsim_daemon::tls::{Reloading, ServerFiles};

@@ -174,23 +174,36 @@ impl Rest {
             self.authority,
             body.len()
         );
-        tokio::time::timeout(self.timeout, self.exchange(&request))
+        self.bounded(&request, ANSWER_LIMIT)
+            .await
+            .map(|(status, _)| status)
+    }
+
+    /// GETs `path` under the API prefix, reading at most `limit` bytes of
+    /// answer: the status and the answer's bytes.
+    pub async fn get(&self, path: &str, limit: u64) -> anyhow::Result<(u16, usize)> {
+        let request = format!(
+            "GET {}{REST_PREFIX}{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.base_path, self.authority
+        );
+        self.bounded(&request, limit).await
+    }
+
+    async fn bounded(&self, request: &str, limit: u64) -> anyhow::Result<(u16, usize)> {
+        tokio::time::timeout(self.timeout, self.exchange(request, limit))
             .await
             .map_err(|_| anyhow!("no answer within {:?}", self.timeout))?
     }
 
-    async fn exchange(&self, request: &str) -> anyhow::Result<u16> {
+    async fn exchange(&self, request: &str, limit: u64) -> anyhow::Result<(u16, usize)> {
         let mut stream = TcpStream::connect(self.authority.as_str())
             .await
             .with_context(|| format!("connect to {}", self.authority))?;
         stream.set_nodelay(true)?;
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
-        (&mut stream)
-            .take(ANSWER_LIMIT)
-            .read_to_end(&mut answer)
-            .await?;
-        status_code(&answer)
+        (&mut stream).take(limit).read_to_end(&mut answer).await?;
+        Ok((status_code(&answer)?, answer.len()))
     }
 }
 

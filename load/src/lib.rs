@@ -6,7 +6,8 @@
 //! or osmo-remsim-bankd) alone instead: remsim-load is its server and its
 //! clients.
 //!
-//! * [`scenario`]: connect, activate, apdu, idle, bankd; [`run`] runs one;
+//! * [`scenario`]: connect, activate, apdu, idle, api, bankd; [`run`]
+//!   runs one; [`calls`]: the api scenario's timed management calls;
 //!   [`isolated`]: the bankd scenario, which [`run_bankd`] also runs on a
 //!   listener bound beforehand;
 //! * [`client`], [`bank`], [`server`]: the simulated components; [`api`]:
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod bank;
+pub mod calls;
 pub mod client;
 pub mod isolated;
 pub mod layout;

@@ -107,6 +107,16 @@ enum Command {
         #[command(flatten)]
         hold: HoldArgs,
     },
+    /// N clients connect and stay connected while management calls are
+    /// timed one after another: list banks (on a kept and on a new
+    /// connection), list clients.
+    Api {
+        #[command(flatten)]
+        clients: ClientArgs,
+        /// Rounds of calls.
+        #[arg(long, default_value_t = 20)]
+        calls: usize,
+    },
     /// One real bankd alone: remsim-load listens as its server (start the
     /// bankd with -i/-p pointing at --listen), maps its slots and plays its
     /// clients, which send APDUs back to back: round trips, APDUs/s, and
@@ -233,6 +243,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clients: clients.clients,
                 rate: clients.rate,
                 seconds: hold.seconds,
+                ..Sizes::default()
+            },
+        ),
+        Command::Api { clients, calls } => (
+            Scenario::Api,
+            Sizes {
+                clients: clients.clients,
+                rate: clients.rate,
+                calls: *calls,
                 ..Sizes::default()
             },
         ),

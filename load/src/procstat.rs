@@ -56,6 +56,10 @@ pub struct ProcessUsage {
     pub cpu_ms: f64,
     /// VmHWM at the end of the window: the peak since the process started.
     pub peak_rss_kb: u64,
+    /// VmRSS at the start and at the end of the window: what the load
+    /// holds once it has settled (idle connections), bursts aside.
+    pub rss_start_kb: u64,
+    pub rss_end_kb: u64,
     pub threads: u64,
     /// Voluntary and involuntary context switches of its threads in the
     /// window (a thread that ended within it is no longer counted).
@@ -85,6 +89,7 @@ impl ProcessUsage {
 pub struct Sample {
     pub cpu_ticks: u64,
     pub peak_rss_kb: u64,
+    pub rss_kb: u64,
     pub threads: u64,
     /// Summed over the threads alive at the reading.
     pub context_switches: u64,
@@ -100,6 +105,7 @@ pub fn sample(pid: u32) -> anyhow::Result<Sample> {
     Ok(Sample {
         cpu_ticks: cpu_ticks(&stat).with_context(within)?,
         peak_rss_kb: status_value(&status, "VmHWM").with_context(within)?,
+        rss_kb: status_value(&status, "VmRSS").with_context(within)?,
         threads: status_value(&status, "Threads").with_context(within)?,
         context_switches: thread_switches(pid)?,
     })
@@ -213,6 +219,8 @@ impl Window {
                 pid,
                 cpu_ms: ticks as f64 * 1000.0 / clk_tck.max(1) as f64,
                 peak_rss_kb: now.peak_rss_kb,
+                rss_start_kb: before.rss_kb,
+                rss_end_kb: now.rss_kb,
                 threads: now.threads,
                 context_switches: now.context_switches.saturating_sub(before.context_switches),
                 cpu_us_per_apdu: None,
@@ -267,6 +275,8 @@ mod tests {
             pid: 1,
             cpu_ms: 20.0,
             peak_rss_kb: 1,
+            rss_start_kb: 1,
+            rss_end_kb: 1,
             threads: 1,
             context_switches: 50,
             cpu_us_per_apdu: None,
@@ -290,7 +300,7 @@ mod tests {
     #[test]
     fn this_process_can_be_sampled() {
         let own = sample(std::process::id()).expect("own /proc entry");
-        assert!(own.peak_rss_kb > 0 && own.threads >= 1);
+        assert!(own.peak_rss_kb > 0 && own.rss_kb > 0 && own.threads >= 1);
         assert!(own.context_switches > 0, "a test thread has been switched");
     }
 }

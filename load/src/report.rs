@@ -33,6 +33,8 @@ pub struct Report {
     pub apdu: Option<ApduFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiFigures>,
     /// Why clients or map creations failed, and how often.
     pub failures: BTreeMap<String, usize>,
     /// The window the processes were measured over.
@@ -40,6 +42,22 @@ pub struct Report {
     pub processes: Vec<ProcessUsage>,
     /// remsim-load itself over the same window, to tell its cost apart.
     pub generator: Option<ProcessUsage>,
+}
+
+/// Management calls, one after another while the clients are held.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApiFigures {
+    pub calls: usize,
+    /// ListBanks on one gRPC connection kept open (null over REST).
+    pub list_banks_us: Option<Summary>,
+    /// ListBanks or GET /banks, each on a new connection.
+    pub new_connection_list_banks_us: Option<Summary>,
+    /// ListClients or GET /clients with every client connected.
+    pub list_clients_us: Option<Summary>,
+    /// Clients in the last ListClients answer (gRPC only).
+    pub clients_listed: Option<usize>,
+    /// Size of the last listing: protobuf bytes, or the HTTP answer's.
+    pub listing_bytes: usize,
 }
 
 /// What the bankd under test announced in its ConnectBankReq.
@@ -163,6 +181,23 @@ impl fmt::Display for Report {
                 i.held_s, i.lost
             )?;
         }
+        if let Some(a) = &self.api {
+            writeln!(
+                f,
+                "api: {} rounds; last client listing {} bytes{}",
+                a.calls,
+                a.listing_bytes,
+                a.clients_listed
+                    .map_or_else(String::new, |n| format!(", {n} clients"))
+            )?;
+            latencies(f, "list banks", a.list_banks_us.as_ref())?;
+            latencies(
+                f,
+                "list banks on a new connection",
+                a.new_connection_list_banks_us.as_ref(),
+            )?;
+            latencies(f, "list clients", a.list_clients_us.as_ref())?;
+        }
         for (reason, count) in &self.failures {
             writeln!(f, "failed {count} ×: {reason}")?;
         }
@@ -170,8 +205,15 @@ impl fmt::Display for Report {
         for p in self.processes.iter().chain(&self.generator) {
             write!(
                 f,
-                "  {} (pid {}): CPU {:.0} ms, peak RSS {} kB, {} threads, {} context switches",
-                p.label, p.pid, p.cpu_ms, p.peak_rss_kb, p.threads, p.context_switches
+                "  {} (pid {}): CPU {:.0} ms, RSS {} → {} kB (peak {} kB), {} threads, {} context switches",
+                p.label,
+                p.pid,
+                p.cpu_ms,
+                p.rss_start_kb,
+                p.rss_end_kb,
+                p.peak_rss_kb,
+                p.threads,
+                p.context_switches
             )?;
             if let (Some(cpu), Some(switches)) = (p.cpu_us_per_apdu, p.context_switches_per_apdu) {
                 write!(

@@ -6,6 +6,8 @@
 //!   every mapped client holds its card's ATR; window from the first create;
 //! * apdu: activate, then APDUs back to back for T; window = those T;
 //! * idle: connect, then hold every connection for T; window = those T;
+//! * api: connect, then time management calls one after another while
+//!   every connection is held (see [`crate::calls`]); window = the calls;
 //! * bankd: one real bankd alone, remsim-load its server and its N
 //!   clients, APDUs back to back for T; window = those T (see
 //!   [`crate::isolated`]).
@@ -21,6 +23,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::api::{self, MapApi, Rest};
 use crate::bank::{BankSpec, SimBank};
+use crate::calls;
 use crate::client::{self, ClientConfig, ClientOutcome, Goal, Phase, SELECT_MF};
 use crate::isolated;
 use crate::layout::{self, BANKD_PORT, Layout};
@@ -35,6 +38,7 @@ pub enum Scenario {
     Activate,
     Apdu,
     Idle,
+    Api,
     Bankd,
 }
 
@@ -45,6 +49,7 @@ impl Scenario {
             Scenario::Activate => "activate",
             Scenario::Apdu => "apdu",
             Scenario::Idle => "idle",
+            Scenario::Api => "api",
             Scenario::Bankd => "bankd",
         }
     }
@@ -132,6 +137,8 @@ pub struct Sizes {
     pub senders: Option<usize>,
     /// How long apdu and bankd send, and idle holds.
     pub seconds: Duration,
+    /// Rounds of management calls (api).
+    pub calls: usize,
 }
 
 impl Default for Sizes {
@@ -144,6 +151,7 @@ impl Default for Sizes {
             maps: None,
             senders: None,
             seconds: Duration::from_secs(10),
+            calls: 20,
         }
     }
 }
@@ -273,6 +281,14 @@ pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyh
                 lost: tracker.lost,
             });
             usage
+        }
+        Scenario::Api => {
+            let window = Window::start(&settings.processes)?;
+            let rest = settings.rest.as_deref();
+            let figures =
+                calls::time_calls(&settings.api, rest, sizes.calls, settings.timeout).await?;
+            report.api = Some(figures);
+            window.finish(settings.clk_tck)?
         }
         // Run above: it has no server.
         Scenario::Bankd => bail!("the bankd scenario runs without a server"),

@@ -75,12 +75,16 @@ fn assert_process_fields(v: &Value, process: &Value) {
         "pid",
         "cpu_ms",
         "peak_rss_kb",
+        "rss_start_kb",
+        "rss_end_kb",
         "threads",
         "context_switches",
     ] {
         assert!(process[key].is_number(), "{key} of {process} in {v}");
     }
     assert!(process["peak_rss_kb"].as_u64() > Some(0));
+    assert!(process["rss_end_kb"].as_u64() > Some(0));
+    assert!(process["peak_rss_kb"].as_u64() >= process["rss_end_kb"].as_u64());
     assert!(process["threads"].as_u64() >= Some(1));
     assert!(v["generator"]["cpu_ms"].is_number());
     assert!(v["generator"]["context_switches"].is_u64(), "{v}");
@@ -206,6 +210,46 @@ async fn idle_clients_stay_connected() {
     let v = json(&report);
     assert_common_fields(&v, "idle", 10);
     assert!(v["idle"]["held_s"].is_number());
+}
+
+/// Management calls while clients are held, over gRPC and over the REST
+/// API: every round answered, every held client in the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_list_every_held_client() {
+    let s = server("api");
+    let sizes = Sizes {
+        clients: 12,
+        calls: 3,
+        ..Sizes::default()
+    };
+    let report = run(&s.settings, Scenario::Api, &sizes)
+        .await
+        .expect("api runs");
+    let api = report.api.as_ref().expect("api figures");
+    assert_eq!(api.clients_listed, Some(12), "{report}");
+    for summary in [
+        &api.list_banks_us,
+        &api.new_connection_list_banks_us,
+        &api.list_clients_us,
+    ] {
+        assert_eq!(summary.map(|s| s.count), Some(3), "{report}");
+    }
+    assert_common_fields(&json(&report), "api", 12);
+
+    let rest = Settings {
+        rest: Some(format!("http://127.0.0.1:{}", s.api_port)),
+        // Clients of the first run are gone; these come with other ids.
+        client_id_base: 100,
+        ..s.settings.clone()
+    };
+    let report = run(&rest, Scenario::Api, &sizes)
+        .await
+        .expect("api over REST runs");
+    let api = report.api.as_ref().expect("api figures");
+    assert_eq!(api.list_banks_us, None, "no kept connection over REST");
+    assert_eq!(api.list_clients_us.map(|s| s.count), Some(3));
+    // Twelve clients take more than an empty listing's bytes.
+    assert!(api.listing_bytes > 12 * 20, "{report}");
 }
 
 /// The path taken against osmo-remsim-server: maps over the C REST API

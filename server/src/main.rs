@@ -4,17 +4,6 @@
 //! 9997): the `remsim.v1` gRPC API with reflection and health, the C
 //! server's REST API and Prometheus metrics, behind tokens and TLS.
 
-mod api_port;
-mod auth;
-mod engine;
-mod grpc;
-mod listener;
-mod metrics;
-mod rest;
-mod service;
-mod store;
-mod views;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +16,7 @@ use remsim_daemon::listen::{self, Allow, Policy, Shutdown};
 use remsim_daemon::parse_duration;
 use remsim_daemon::tls::{Reloading, ServerFiles};
 use remsim_daemon::{LogFormat, Reload};
+use remsim_server::{api_port, auth, engine, grpc, listener, metrics, service, store};
 use rspro::{ComponentType, Identity};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
