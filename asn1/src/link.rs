@@ -185,7 +185,7 @@ type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 /// frames are a few hundred bytes, and a server holds thousands of idle
 /// connections: tokio-util's 8 kB each were most of their memory. A larger
 /// frame grows the buffer as it needs.
-const BUFFER: usize = 1024;
+const BUFFER: usize = 256;
 
 pub struct Connection {
     reader: FramedRead<ReadHalf, IpaCodec>,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{Instrument, info, info_span, warn};
@@ -262,13 +263,11 @@ where
             peer,
             shutdown: shutdown.clone(),
         });
-        tokio::spawn(
-            async move {
-                task.await;
-                drop(place);
-            }
-            .instrument(span),
-        );
+        // The place is given back when the task ends. `map`, not an
+        // async block awaiting `task`: that would hold the handler's
+        // future twice (captured, and being awaited), doubling what every
+        // idle connection costs.
+        tokio::spawn(task.map(move |()| drop(place)).instrument(span));
     }
     let drain = policy.drain;
     let left = policy.limit.drained(drain).await;

@@ -3,21 +3,24 @@
 //! in TLS for our own) and runs one task per connection that moves PDUs
 //! between the socket and the service task.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::StreamExt;
 use remsim_daemon::listen::{self, Accepted, Policy, Shutdown};
 use remsim_daemon::tls::{self, Reloading};
 use rspro::keepalive::KeepaliveConfig;
-use rspro::link::{ConnectionConfig, Inbound, LinkError};
-use rspro::{Decoded, Pdu};
-use tokio::net::TcpListener;
+use rspro::link::{Connection, ConnectionConfig, Inbound, LinkError};
+use rspro::{Decoded, Pdu, RsproPdu};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::engine::ConnId;
 use crate::metrics::Metrics;
-use crate::service::{CONN_QUEUE, ConnCommand, Request};
+use crate::service::{ConnCommand, Request, conn_queue};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -46,6 +49,36 @@ fn log_notes(conn: ConnId, decoded: &Decoded) {
     }
 }
 
+/// Hands a request to the service. Boxed: a send holds a whole Request
+/// while it waits for room, and in place it would size every idle
+/// connection's task; PDUs on the control port are few.
+fn tell(
+    service: &mpsc::Sender<Request>,
+    request: Request,
+) -> Pin<Box<impl Future<Output = Result<(), mpsc::error::SendError<Request>>> + '_>> {
+    Box::pin(service.send(request))
+}
+
+/// Sends a PDU to the peer; boxed like `tell`, for the same reason.
+fn send<'a>(
+    conn: &'a mut Connection,
+    pdu: &'a RsproPdu,
+) -> Pin<Box<impl Future<Output = Result<(), LinkError>> + 'a>> {
+    Box::pin(conn.send(pdu))
+}
+
+/// The link's setup (the TLS handshake on a TLS port). Boxed, and built
+/// outside the task's own code: its state is large and needed only now,
+/// and in place it would size every idle connection's task.
+fn setup(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&Reloading>,
+    config: ConnectionConfig,
+) -> Pin<Box<dyn Future<Output = Result<Connection, LinkError>> + Send + '_>> {
+    Box::pin(tls::rspro_connection(stream, peer, tls, config))
+}
+
 async fn connection(accepted: Accepted, port: Port) {
     let Accepted {
         stream,
@@ -60,10 +93,7 @@ async fn connection(accepted: Accepted, port: Port) {
     } = port;
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let config = ConnectionConfig::server().with_keepalive(Some(keepalive));
-    // Boxed: the TLS handshake's state is large and needed only now; in
-    // place it would size every idle connection's task.
-    let setup = Box::pin(tls::rspro_connection(stream, peer, tls.as_deref(), config)).await;
-    let mut conn = match setup {
+    let mut conn = match setup(stream, peer, tls.as_deref(), config).await {
         Ok(c) => c,
         Err(e) => {
             debug!(error = %e, "connection setup failed");
@@ -71,23 +101,20 @@ async fn connection(accepted: Accepted, port: Port) {
         }
     };
     debug!(conn = conn_id, %peer, "accepted");
-    let (commands, mut inbox) = mpsc::channel(CONN_QUEUE);
-    if service
-        .send(Request::Accepted {
-            conn: conn_id,
-            peer,
-            commands,
-        })
-        .await
-        .is_err()
-    {
+    let (commands, mut inbox) = conn_queue();
+    let accepted = Request::Accepted {
+        conn: conn_id,
+        peer,
+        commands,
+    };
+    if tell(&service, accepted).await.is_err() {
         return;
     }
     let end: Result<(), LinkError> = loop {
         tokio::select! {
             received = conn.next_inbound() => match received {
                 Ok(Inbound::ProbeAnswered) => {
-                    if service.send(Request::ProbeAlive { conn: conn_id }).await.is_err() {
+                    if tell(&service, Request::ProbeAlive { conn: conn_id }).await.is_err() {
                         break Ok(());
                     }
                 }
@@ -96,7 +123,7 @@ async fn connection(accepted: Accepted, port: Port) {
                     match decoded.pdu {
                         Pdu::Known(pdu) => {
                             metrics.pdu("rx", pdu.msg.asn_name());
-                            if service.send(Request::Pdu { conn: conn_id, pdu }).await.is_err() {
+                            if tell(&service, Request::Pdu { conn: conn_id, pdu }).await.is_err() {
                                 break Ok(());
                             }
                         }
@@ -107,11 +134,11 @@ async fn connection(accepted: Accepted, port: Port) {
                 }
                 Err(e) => break Err(e),
             },
-            command = inbox.recv() => match command {
+            command = inbox.next() => match command {
                 // The send is bounded like a PONG (the link's send_timeout):
                 // a peer that takes no data for that long is as good as
                 // dead, and must not pin this task.
-                Some(ConnCommand::Send(pdu)) => match conn.send(&pdu).await {
+                Some(ConnCommand::Send(pdu)) => match send(&mut conn, &pdu).await {
                     Ok(()) => metrics.pdu("tx", pdu.msg.asn_name()),
                     Err(LinkError::SendTimeout(_)) => {
                         info!(conn = conn_id, %peer, "peer takes no data; closing");
@@ -139,5 +166,5 @@ async fn connection(accepted: Accepted, port: Port) {
         }
         Err(e) => info!(conn = conn_id, %peer, error = %e, "connection ended"),
     }
-    let _ = service.send(Request::Closed { conn: conn_id }).await;
+    let _ = tell(&service, Request::Closed { conn: conn_id }).await;
 }

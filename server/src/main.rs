@@ -188,13 +188,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
     let (inbox_tx, inbox_rx) = mpsc::channel(service::INBOX_CAPACITY);
     let store_handle = store.clone();
-    let service = service::Service::new(
-        engine,
-        store,
-        &inbox_tx,
-        args.probe_timeout,
-        metrics.clone(),
-    );
+    let service = service::Service::new(engine, store, args.probe_timeout, metrics.clone());
     let service_task = tokio::spawn(service.run(inbox_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let port = listener::Port {

@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use remsim_api::v1 as pb;
 use rspro::{BankSlot, ClientSlot, RsproPdu};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::time::DelayQueue;
 use tracing::{error, warn};
 
 use crate::engine::{
@@ -28,6 +30,17 @@ pub enum ConnCommand {
     Close,
     /// Check the peer is alive with a PING due within this time.
     Probe(Duration),
+}
+
+/// The queue towards one connection task. futures' channel, not tokio's:
+/// tokio's allocates a block of 32 slots per channel up front, half a
+/// kilobyte for every idle connection.
+pub type ConnSender = futures::channel::mpsc::Sender<ConnCommand>;
+pub type ConnReceiver = futures::channel::mpsc::Receiver<ConnCommand>;
+
+/// A connection's queue: `CONN_QUEUE` commands (one more for its sender).
+pub fn conn_queue() -> (ConnSender, ConnReceiver) {
+    futures::channel::mpsc::channel(CONN_QUEUE)
 }
 
 /// Why an API request failed.
@@ -48,7 +61,7 @@ pub enum Request {
     Accepted {
         conn: ConnId,
         peer: SocketAddr,
-        commands: mpsc::Sender<ConnCommand>,
+        commands: ConnSender,
     },
     Pdu {
         conn: ConnId,
@@ -97,8 +110,10 @@ pub const CONN_QUEUE: usize = 2 * crate::engine::MAX_OWED;
 pub struct Service {
     engine: Engine,
     store: Store,
-    conns: HashMap<ConnId, mpsc::Sender<ConnCommand>>,
-    inbox: mpsc::WeakSender<Request>,
+    conns: HashMap<ConnId, ConnSender>,
+    /// The engine's timers, in one queue: a task and a sleep for each
+    /// would cost every newly connected peer most of a kilobyte.
+    timers: DelayQueue<(ConnId, Timer)>,
     events: broadcast::Sender<pb::Event>,
     probe_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -123,7 +138,6 @@ impl Service {
     pub fn new(
         engine: Engine,
         store: Store,
-        inbox: &mpsc::Sender<Request>,
         probe_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -131,7 +145,7 @@ impl Service {
             engine,
             store,
             conns: HashMap::new(),
-            inbox: inbox.downgrade(),
+            timers: DelayQueue::new(),
             events: broadcast::channel(WATCH_BUFFER).0,
             probe_timeout,
             metrics,
@@ -140,7 +154,19 @@ impl Service {
 
     /// Runs until every sender of the inbox is gone.
     pub async fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
-        while let Some(request) = inbox.recv().await {
+        loop {
+            // No timer pending: the queue's stream has ended for now, and
+            // only requests are waited for.
+            let request = tokio::select! {
+                request = inbox.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    let (conn, timer) = expired.into_inner();
+                    Request::Timer { conn, timer }
+                }
+            };
             self.handle(request).await;
         }
     }
@@ -349,13 +375,7 @@ impl Service {
                 Action::Close(conn) => (conn, ConnCommand::Close),
                 Action::Probe(conn) => (conn, ConnCommand::Probe(self.probe_timeout)),
                 Action::StartTimer(conn, after, timer) => {
-                    let inbox = self.inbox.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        if let Some(inbox) = inbox.upgrade() {
-                            let _ = inbox.send(Request::Timer { conn, timer }).await;
-                        }
-                    });
+                    self.timers.insert((conn, timer), after);
                     continue;
                 }
                 Action::Store(op) => {
@@ -383,10 +403,10 @@ impl Service {
     /// is cut off (dropping the sender ends its connection task) rather than
     /// stalling every other connection. False when it was cut off now.
     fn tell(&mut self, conn: ConnId, command: ConnCommand) -> bool {
-        let Some(tx) = self.conns.get(&conn) else {
+        let Some(tx) = self.conns.get_mut(&conn) else {
             return true;
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(command) {
+        if tx.try_send(command).is_err_and(|e| e.is_full()) {
             warn!(conn, "peer does not read its messages; disconnecting");
             self.conns.remove(&conn);
             return false;
