@@ -280,6 +280,13 @@ impl SimClient {
                         .filter(|addr| addr.port() != 0 && !addr.ip().is_unspecified())
                         .map(|addr| (addr, req.bank_slot));
                     self.retry_at = self.target.map(|_| Instant::now());
+                    if self.target.is_some() {
+                        let configured = Milestone::Configured {
+                            index: self.index,
+                            at: Instant::now(),
+                        };
+                        let _ = self.milestones.try_send(configured);
+                    }
                 }
                 Some(RsproPdu::config_client_bank_res(ResultCode::Ok))
             }

@@ -67,9 +67,13 @@ struct Cli {
     /// The first simulated client's id (client i: id base + i / 1000, slot i % 1000).
     #[arg(long, default_value_t = 1, global = true)]
     client_id_base: u32,
-    /// Slot map creations in flight at once.
+    /// Slot map creations (or CreateSlotmaps requests) in flight at once.
     #[arg(long, default_value_t = 16, global = true)]
     concurrency: usize,
+    /// Create maps through gRPC one CreateSlotmap at a time, not in
+    /// CreateSlotmaps requests of 500.
+    #[arg(long, global = true)]
+    single_creates: bool,
     /// Delete every slot map (ResetAll, POST /global-reset) before the banks connect.
     #[arg(long, global = true)]
     reset: bool,
@@ -275,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         bank_id_base: cli.bank_id_base,
         client_id_base: cli.client_id_base,
         concurrency: cli.concurrency,
+        bulk: !cli.single_creates,
         reset: cli.reset,
         processes: cli.pids,
         clk_tck: cli.clk_tck.unwrap_or_else(procstat::clock_ticks),

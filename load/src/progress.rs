@@ -19,6 +19,8 @@ pub enum Milestone {
         at: Instant,
         latency: Duration,
     },
+    /// The first ConfigClientBankReq naming a bankd, from the server.
+    Configured { index: usize, at: Instant },
     /// The first SetAtrReq from its bankd.
     Atr { index: usize, at: Instant },
     /// The client ended early; the reason names the cause, not the client,
@@ -28,12 +30,13 @@ pub enum Milestone {
 
 /// Channel capacity for `clients` clients.
 pub fn capacity(clients: usize) -> usize {
-    clients.saturating_mul(3).saturating_add(1)
+    clients.saturating_mul(4).saturating_add(1)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct State {
     connected: bool,
+    configured: bool,
     atr: bool,
     failed: bool,
 }
@@ -48,6 +51,9 @@ pub struct Tracker {
     connect_settled: usize,
     pub latencies: Vec<Duration>,
     pub last_connected: Option<Instant>,
+    /// Clients with a map that got their ConfigClientBankReq.
+    pub configured: usize,
+    pub last_configured: Option<Instant>,
     pub atrs: usize,
     /// Holding the ATR, or failed before (clients with a map only).
     atr_settled: usize,
@@ -67,6 +73,8 @@ impl Tracker {
             connect_settled: 0,
             latencies: Vec::with_capacity(clients),
             last_connected: None,
+            configured: 0,
+            last_configured: None,
             atrs: 0,
             atr_settled: 0,
             last_atr: None,
@@ -90,6 +98,17 @@ impl Tracker {
                 self.connect_settled += 1;
                 self.latencies.push(latency);
                 self.last_connected = self.last_connected.max(Some(at));
+            }
+            Milestone::Configured { index, at } => {
+                let Some(c) = self.clients.get_mut(index) else {
+                    return;
+                };
+                if index >= maps || c.configured || c.failed {
+                    return;
+                }
+                c.configured = true;
+                self.configured += 1;
+                self.last_configured = self.last_configured.max(Some(at));
             }
             Milestone::Atr { index, at } => {
                 let Some(c) = self.clients.get_mut(index) else {

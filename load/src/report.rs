@@ -81,6 +81,11 @@ pub struct Activation {
     pub maps_failed: usize,
     /// From the first create until the last one was answered.
     pub create_ms: f64,
+    /// Clients with a map that got ConfigClientBankReq (naming a bankd).
+    pub configured: usize,
+    /// From the first create until every client with a map had its
+    /// ConfigClientBankReq; null unless every one did.
+    pub all_configured_ms: Option<f64>,
     /// Clients with a map that hold their card's ATR.
     pub activated: usize,
     pub activated_fraction: f64,
@@ -148,6 +153,7 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "activation: {} banks × {} slots, {} maps ({} created, {} failed, in {:.1} ms); \
+                 {} clients configured, all after {}; \
                  {} clients hold their ATR ({:.1} %), all after {} from the first create",
                 a.banks,
                 a.slots,
@@ -155,6 +161,8 @@ impl fmt::Display for Report {
                 a.maps_created,
                 a.maps_failed,
                 a.create_ms,
+                a.configured,
+                ms(a.all_configured_ms),
                 a.activated,
                 a.activated_fraction * 100.0,
                 ms(a.all_activated_ms)

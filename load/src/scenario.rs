@@ -83,8 +83,10 @@ pub struct Settings {
     pub source_ip_base: Ipv4Addr,
     pub bank_id_base: u32,
     pub client_id_base: u32,
-    /// Map creations in flight at once.
+    /// Map creations (or bulk requests) in flight at once.
     pub concurrency: usize,
+    /// Maps through gRPC in CreateSlotmaps requests, not one by one.
+    pub bulk: bool,
     /// Delete every map before the banks connect.
     pub reset: bool,
     pub processes: Vec<Watched>,
@@ -112,6 +114,7 @@ impl Default for Settings {
             bank_id_base: 1,
             client_id_base: 1,
             concurrency: 16,
+            bulk: true,
             reset: false,
             processes: Vec::new(),
             clk_tck: DEFAULT_CLK_TCK,
@@ -401,7 +404,9 @@ async fn activate(
         .map(|k| (layout.bank_slot(k), layout.client_slot(k)))
         .collect();
     let first_create = Instant::now();
-    let results = map_api.create_all(&pairs, settings.concurrency).await;
+    let results = map_api
+        .create_all(&pairs, settings.concurrency, settings.bulk)
+        .await;
     let create_ms = millis(first_create.elapsed());
     let mut maps_failed = 0;
     for reason in results.into_iter().filter_map(Result::err) {
@@ -440,6 +445,11 @@ pub(crate) fn activation(
         maps_created: maps - maps_failed,
         maps_failed,
         create_ms,
+        configured: tracker.configured,
+        all_configured_ms: tracker
+            .last_configured
+            .filter(|_| tracker.configured == maps)
+            .map(|at| millis(at.saturating_duration_since(first_create))),
         activated: tracker.atrs,
         activated_fraction: fraction(tracker.atrs, maps),
         all_activated_ms: tracker

@@ -138,10 +138,11 @@ async fn activate_gives_every_client_its_atr() {
         (8, 8, 0),
         "{report}"
     );
-    assert_eq!(a.activated, 8, "{report}");
+    assert_eq!((a.configured, a.activated), (8, 8), "{report}");
     assert!(report.failures.is_empty(), "{report}");
     let v = json(&report);
     assert_common_fields(&v, "activate", 8);
+    assert!(v["activation"]["all_configured_ms"].is_number(), "{v}");
     for key in [
         "banks",
         "slots",
@@ -149,6 +150,7 @@ async fn activate_gives_every_client_its_atr() {
         "maps_created",
         "maps_failed",
         "create_ms",
+        "configured",
         "activated",
         "activated_fraction",
     ] {

@@ -171,6 +171,26 @@ impl RemsimService for Api {
             .map(Response::new)
     }
 
+    async fn create_slotmaps(
+        &self,
+        request: Request<pb::CreateSlotmapsRequest>,
+    ) -> Result<Response<pb::CreateSlotmapsResponse>, Status> {
+        let pairs = request
+            .into_inner()
+            .slotmaps
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let what = format!("CreateSlotmaps, map {i}");
+                Ok((bank_slot(m.bank, &what)?, client_slot(m.client, &what)?))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let slotmaps = self
+            .ask(|r| service::Request::CreateSlotmaps(pairs, r))
+            .await?;
+        Ok(Response::new(pb::CreateSlotmapsResponse { slotmaps }))
+    }
+
     async fn delete_slotmap(
         &self,
         request: Request<pb::DeleteSlotmapRequest>,

@@ -85,6 +85,8 @@ pub enum Request {
     ListSlotmaps(Reply<Vec<pb::Slotmap>>),
     GetSlotmap(MapKey, Reply<pb::Slotmap>),
     CreateSlotmap(BankSlot, ClientSlot, Reply<pb::Slotmap>),
+    /// All of them in one transaction, or none.
+    CreateSlotmaps(Vec<(BankSlot, ClientSlot)>, Reply<Vec<pb::Slotmap>>),
     DeleteSlotmap(MapKey, Reply<pb::Slotmap>),
     ResetAll(Reply<u32>),
     SetBankEndpoint(u32, Option<SocketAddr>, Reply<pb::Bank>),
@@ -97,6 +99,8 @@ pub enum Request {
     ),
 }
 
+/// The most creates one store transaction carries.
+const MAX_BATCH: usize = 256;
 /// How many events a slow watcher may fall behind before it loses some.
 const WATCH_BUFFER: usize = 4096;
 /// Requests queued for the service. Full means the connections and API
@@ -154,20 +158,89 @@ impl Service {
 
     /// Runs until every sender of the inbox is gone.
     pub async fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
+        let mut next = None;
         loop {
-            // No timer pending: the queue's stream has ended for now, and
-            // only requests are waited for.
-            let request = tokio::select! {
-                request = inbox.recv() => match request {
+            let request = match next.take() {
+                Some(request) => request,
+                None => match self.next_request(&mut inbox).await {
                     Some(request) => request,
                     None => break,
                 },
-                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
-                    let (conn, timer) = expired.into_inner();
-                    Request::Timer { conn, timer }
-                }
             };
-            self.handle(request).await;
+            let Request::CreateSlotmap(bank, client, reply) = request else {
+                self.handle(request).await;
+                continue;
+            };
+            // Group commit: creates already queued behind this one share
+            // its store transaction (an import, or many API callers at
+            // once, pay one commit per batch instead of one per map).
+            let mut batch = vec![(bank, client, reply)];
+            while batch.len() < MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(Request::CreateSlotmap(bank, client, reply)) => {
+                        batch.push((bank, client, reply));
+                    }
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.create_slotmaps(batch).await;
+        }
+    }
+
+    /// The next request, or an expired timer as one; None once every
+    /// sender of the inbox is gone.
+    async fn next_request(&mut self, inbox: &mut mpsc::Receiver<Request>) -> Option<Request> {
+        // No timer pending: the queue's stream has ended for now, and
+        // only requests are waited for.
+        Some(tokio::select! {
+            request = inbox.recv() => request?,
+            Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                let (conn, timer) = expired.into_inner();
+                Request::Timer { conn, timer }
+            }
+        })
+    }
+
+    /// Creates maps in one store transaction, answered as if made one
+    /// after another (see `Engine::plan_creates`). If the transaction
+    /// fails, every create it carried fails and nothing changes.
+    async fn create_slotmaps(&mut self, batch: Vec<(BankSlot, ClientSlot, Reply<pb::Slotmap>)>) {
+        let pairs: Vec<_> = batch
+            .iter()
+            .map(|(bank, client, _)| (*bank, *client))
+            .collect();
+        let plans = self.engine.plan_creates(&pairs);
+        let mut accepted = Vec::with_capacity(plans.len());
+        for (plan, (_, _, reply)) in plans.into_iter().zip(batch) {
+            match plan {
+                Ok(plan) => accepted.push((plan, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            }
+        }
+        let ops: Vec<StoreOp> = accepted
+            .iter()
+            .flat_map(|(plan, _)| plan.ops.iter().cloned())
+            .collect();
+        if let Err(e) = self.commit(&ops).await {
+            let cause = match e {
+                ServiceError::Store(cause) => cause,
+                other => other.to_string(),
+            };
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(ServiceError::Store(cause.clone())));
+            }
+            return;
+        }
+        for (plan, reply) in accepted {
+            let (outcome, actions) = self.engine.apply(plan);
+            self.perform(actions).await;
+            let _ = reply.send(slotmap_view(outcome));
         }
     }
 
@@ -245,9 +318,10 @@ impl Service {
                 let _ = reply.send(result);
             }
             Request::CreateSlotmap(bank, client, reply) => {
-                let command = ApiCommand::CreateSlotmap(bank, client);
-                let result = self.execute(command).await.and_then(slotmap_view);
-                let _ = reply.send(result);
+                self.create_slotmaps(vec![(bank, client, reply)]).await;
+            }
+            Request::CreateSlotmaps(pairs, reply) => {
+                let _ = reply.send(self.create_all(&pairs).await);
             }
             Request::DeleteSlotmap(key, reply) => {
                 let command = ApiCommand::DeleteSlotmap(key);
@@ -354,6 +428,27 @@ impl Service {
             error!(error = %cause, "store write failed");
             ServiceError::Store(cause)
         })
+    }
+
+    /// Creates every map of `pairs` in one transaction, or none: the first
+    /// refusal names its map's index.
+    async fn create_all(
+        &mut self,
+        pairs: &[(BankSlot, ClientSlot)],
+    ) -> Result<Vec<pb::Slotmap>, ServiceError> {
+        let mut plans = Vec::with_capacity(pairs.len());
+        for (i, plan) in self.engine.plan_creates(pairs).into_iter().enumerate() {
+            plans.push(plan.map_err(|e| e.within(&format!("map {i}")))?);
+        }
+        let ops: Vec<StoreOp> = plans.iter().flat_map(|p| p.ops.iter().cloned()).collect();
+        self.commit(&ops).await?;
+        let mut created = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let (outcome, actions) = self.engine.apply(plan);
+            self.perform(actions).await;
+            created.push(slotmap_view(outcome)?);
+        }
+        Ok(created)
     }
 
     /// Checks a command, commits its store writes, then applies it: what

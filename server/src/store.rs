@@ -11,7 +11,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use rspro::{BankSlot, ClientSlot};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::engine::StoreOp;
 
@@ -35,6 +35,27 @@ fn slots(row: &sqlx::sqlite::SqliteRow) -> Result<(BankSlot, ClientSlot), sqlx::
         BankSlot::new(row.try_get("bank_id")?, row.try_get("bank_slot")?),
         ClientSlot::new(row.try_get("client_id")?, row.try_get("client_slot")?),
     ))
+}
+
+/// Rows per INSERT: 4 parameters each, well under SQLite's limit of
+/// 32,766 parameters per statement.
+const INSERT_ROWS: usize = 1024;
+
+/// One INSERT of the new maps among `ops` (the others are skipped).
+fn insert_maps(ops: &[StoreOp]) -> QueryBuilder<Sqlite> {
+    let mut insert =
+        QueryBuilder::new("INSERT INTO slotmaps (bank_id, bank_slot, client_id, client_slot) ");
+    let maps = ops.iter().filter_map(|op| match op {
+        StoreOp::InsertMap { bank, client } => Some((bank, client)),
+        _ => None,
+    });
+    insert.push_values(maps, |mut row, (bank, client)| {
+        row.push_bind(bank.bank_id)
+            .push_bind(bank.slot_nr)
+            .push_bind(client.client_id)
+            .push_bind(client.slot_nr);
+    });
+    insert
 }
 
 impl Store {
@@ -109,15 +130,23 @@ impl Store {
 
     /// Commits the operations in one transaction.
     pub async fn apply(&self, ops: &[StoreOp]) -> anyhow::Result<()> {
+        // Every statement is a round trip to SQLite's thread: a batch of
+        // new maps (a group commit) goes in one INSERT, and that alone
+        // needs no BEGIN and COMMIT around it.
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if ops.len() <= INSERT_ROWS && ops.iter().all(|op| matches!(op, StoreOp::InsertMap { .. }))
+        {
+            insert_maps(ops).build().execute(&self.pool).await?;
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         for op in ops {
             match op {
-                StoreOp::InsertMap { bank, client } => {
-                    sqlx::query("INSERT INTO slotmaps (bank_id, bank_slot, client_id, client_slot) VALUES (?, ?, ?, ?)")
-                        .bind(bank.bank_id)
-                        .bind(bank.slot_nr)
-                        .bind(client.client_id)
-                        .bind(client.slot_nr)
+                StoreOp::InsertMap { .. } => {
+                    insert_maps(std::slice::from_ref(op))
+                        .build()
                         .execute(&mut *tx)
                         .await?;
                 }

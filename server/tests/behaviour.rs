@@ -66,6 +66,57 @@ async fn maps_survive_kill_9_and_are_pushed_again() {
     expect_create(&bank.recv().await, (2, 1), (31, 0));
 }
 
+/// CreateSlotmaps: all maps in one request, stored across a kill -9 and
+/// pushed to the bankd; a request with one refused map creates none and
+/// names that map.
+#[tokio::test]
+async fn bulk_creates_are_all_or_nothing() {
+    let dir = TempDir::new("bulk");
+    let db = dir.path("remsim.db");
+    let mut server = Server::start(&db).await;
+    {
+        let mut api = server.api().await;
+        let slotmaps = (0..3)
+            .map(|i| pb::CreateSlotmapRequest::new((4, i), (50 + i, 0)))
+            .collect();
+        let created = api
+            .create_slotmaps(pb::CreateSlotmapsRequest { slotmaps })
+            .await
+            .expect("created")
+            .into_inner()
+            .slotmaps;
+        let ids: Vec<u32> = created.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [4 << 16, (4 << 16) + 1, (4 << 16) + 2]);
+        // Map 1 takes client 60:0 too, map 2 a bank slot already mapped.
+        let slotmaps = vec![
+            pb::CreateSlotmapRequest::new((4, 5), (60, 0)),
+            pb::CreateSlotmapRequest::new((4, 6), (60, 0)),
+            pb::CreateSlotmapRequest::new((4, 0), (61, 0)),
+        ];
+        let refused = api
+            .create_slotmaps(pb::CreateSlotmapsRequest { slotmaps })
+            .await
+            .expect_err("a client slot twice");
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+        assert!(
+            refused.message().starts_with("map 1: client slot 60:0"),
+            "{refused:?}"
+        );
+    }
+    server.kill9();
+    let server = Server::start(&db).await;
+    let mut api = server.api().await;
+    assert_eq!(
+        slotmaps(&mut api).await.len(),
+        3,
+        "the refused request left nothing"
+    );
+    let mut bank = bankd(&server, 4, 8).await;
+    for i in 0..3 {
+        expect_create(&bank.recv().await, (4, i), (50 + i, 0));
+    }
+}
+
 /// After SIGTERM the database file alone holds every map: the write-ahead
 /// log is folded back, so a backup that copies only the file loses nothing.
 #[tokio::test]

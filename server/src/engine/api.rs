@@ -1,6 +1,7 @@
 //! Management requests: each is checked against the engine's state, its
 //! store writes committed by the driver, and only then applied.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use rspro::validate::MAX_ID;
@@ -109,6 +110,34 @@ impl Engine {
             }
         };
         Ok(Plan { ops, step })
+    }
+
+    /// Plans creates that are to share one store transaction (the
+    /// driver's group commit): each is checked against the current state
+    /// and against the creates accepted before it in `creates`, so that
+    /// the batch answers as the same creates made one after another would.
+    pub fn plan_creates(&self, creates: &[(BankSlot, ClientSlot)]) -> Vec<Result<Plan, ApiError>> {
+        let mut banks: HashMap<BankSlot, ClientSlot> = HashMap::new();
+        let mut clients: HashMap<ClientSlot, BankSlot> = HashMap::new();
+        creates
+            .iter()
+            .map(|&(bank, client)| {
+                let plan = self.plan(ApiCommand::CreateSlotmap(bank, client))?;
+                if let Some(c) = banks.get(&bank) {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "bank slot {bank} is already mapped to client slot {c}"
+                    )));
+                }
+                if let Some(b) = clients.get(&client) {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "client slot {client} is already mapped to bank slot {b}"
+                    )));
+                }
+                banks.insert(bank, client);
+                clients.insert(client, bank);
+                Ok(plan)
+            })
+            .collect()
     }
 
     /// Applies a plan whose store writes were committed.

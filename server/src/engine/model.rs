@@ -121,6 +121,18 @@ pub enum ApiError {
     AlreadyExists(String),
 }
 
+impl ApiError {
+    /// The same refusal, its message prefixed with where it arose (which
+    /// map of a batch).
+    pub fn within(self, context: &str) -> ApiError {
+        match self {
+            ApiError::InvalidArgument(m) => ApiError::InvalidArgument(format!("{context}: {m}")),
+            ApiError::NotFound(m) => ApiError::NotFound(format!("{context}: {m}")),
+            ApiError::AlreadyExists(m) => ApiError::AlreadyExists(format!("{context}: {m}")),
+        }
+    }
+}
+
 /// What a request for one map names it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapKey {

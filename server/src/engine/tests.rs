@@ -188,3 +188,48 @@ fn state_names_and_ids_are_the_c_servers() {
     assert_eq!(map(2, 3).id(), 131075);
     assert_eq!(map(1023, 1023).id(), 1023 * 65536 + 1023);
 }
+
+/// A batch of creates (one store transaction) answers as the same creates
+/// made one after another: later ones that take a bank or client slot an
+/// earlier one took are refused, as are those the state refuses.
+#[test]
+fn creates_planned_together_answer_as_one_after_another() {
+    let mut e = engine();
+    let (b, c) = (BankSlot::new, ClientSlot::new);
+    let plan = e
+        .plan(ApiCommand::CreateSlotmap(b(1, 0), c(1, 0)))
+        .expect("first map");
+    let _ = e.apply(plan);
+    let creates = [
+        (b(1, 1), c(2, 0)),
+        (b(1, 1), c(3, 0)),
+        (b(1, 2), c(2, 0)),
+        (b(1, 0), c(4, 0)),
+        (b(1, 3), c(5, 2000)),
+        (b(1, 4), c(6, 0)),
+    ];
+    let plans = e.plan_creates(&creates);
+    let verdicts: Vec<&str> = plans
+        .iter()
+        .map(|p| match p {
+            Ok(_) => "ok",
+            Err(ApiError::AlreadyExists(_)) => "exists",
+            Err(ApiError::InvalidArgument(_)) => "invalid",
+            Err(_) => "other",
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["ok", "exists", "exists", "exists", "invalid", "ok"]
+    );
+    let Err(ApiError::AlreadyExists(why)) = &plans[2] else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(why, "client slot 2:0 is already mapped to bank slot 1:1");
+    let mut created = 0;
+    for plan in plans.into_iter().flatten() {
+        let _ = e.apply(plan);
+        created += 1;
+    }
+    assert_eq!((created, e.slotmaps().count()), (2, 3));
+}
