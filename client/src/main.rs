@@ -182,7 +182,10 @@ fn parse_atr(text: &str) -> Result<Atr, String> {
 /// How long each step of a shutdown may take.
 const STOP_BOUND: Duration = Duration::from_secs(2);
 
-#[tokio::main]
+// One thread: a client serves one modem, and with worker threads every
+// APDU woke a thread per hop between frontend, link and socket (shell
+// frontend: 175-212 µs of CPU per APDU, 93-110 µs on one thread).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     remsim_daemon::init_logging(&args.log_level, args.log_format)?;
