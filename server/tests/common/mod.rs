@@ -72,16 +72,33 @@ pub struct Server {
     /// The server's log lines as it writes them (also kept in the .log
     /// file beside the database).
     log: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// The thread copying stderr into the log file: it ends at the
+    /// process's exit, and is joined then so that the file is closed
+    /// (a test may unmount its file system next).
+    tee: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        if let Some(tee) = self.tee.take() {
+            let _ = tee.join();
+        }
+    }
 }
 
 /// Copies the server's stderr line by line to its log file and to the test.
 fn tee_log(
     stderr: std::process::ChildStderr,
     mut file: std::fs::File,
-) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    std::thread::JoinHandle<()>,
+) {
     use std::io::{BufRead, Write};
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
+    let tee = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
@@ -90,7 +107,7 @@ fn tee_log(
             let _ = tx.send(line);
         }
     });
-    rx
+    (rx, tee)
 }
 
 impl Server {
@@ -122,13 +139,14 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("remsim-server starts");
-        let log = tee_log(child.stderr.take().expect("stderr"), log);
+        let (log, tee) = tee_log(child.stderr.take().expect("stderr"), log);
         let mut server = Server {
             child: Proc(child),
             rspro,
             api,
             tls,
             log,
+            tee: Some(tee),
         };
         server.wait_serving().await;
         server
