@@ -67,9 +67,9 @@ fn send<'a>(
     Box::pin(conn.send(pdu))
 }
 
-/// The link's setup (the TLS handshake on a TLS port). Boxed, and built
-/// outside the task's own code: its state is large and needed only now,
-/// and in place it would size every idle connection's task.
+/// The link's setup (the TLS handshake on a TLS port). Boxed: its state
+/// is large and needed only now, and in place it would size every idle
+/// connection's task.
 fn setup(
     stream: TcpStream,
     peer: SocketAddr,

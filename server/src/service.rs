@@ -16,8 +16,8 @@ use tokio_util::time::DelayQueue;
 use tracing::{error, warn};
 
 use crate::engine::{
-    Action, ApiCommand, ApiError, ApiOutcome, Change, ConnId, Engine, MapKey, MapState, StoreOp,
-    Timer,
+    Action, ApiCommand, ApiError, ApiOutcome, Change, ConnId, Engine, MapKey, MapState, Plan,
+    StoreOp, Timer,
 };
 use crate::metrics::{Metrics, Snapshot};
 use crate::store::Store;
@@ -223,24 +223,23 @@ impl Service {
                 }
             }
         }
-        let ops: Vec<StoreOp> = accepted
-            .iter()
-            .flat_map(|(plan, _)| plan.ops.iter().cloned())
-            .collect();
-        if let Err(e) = self.commit(&ops).await {
-            let cause = match e {
-                ServiceError::Store(cause) => cause,
-                other => other.to_string(),
-            };
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(ServiceError::Store(cause.clone())));
+        let (plans, replies): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
+        match self.store_and_apply(plans).await {
+            Ok(created) => {
+                for (map, reply) in created.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(map));
+                }
             }
-            return;
-        }
-        for (plan, reply) in accepted {
-            let (outcome, actions) = self.engine.apply(plan);
-            self.perform(actions).await;
-            let _ = reply.send(slotmap_view(outcome));
+            // Every create of the batch shares the one failure.
+            Err(e) => {
+                for reply in replies {
+                    let again = match &e {
+                        ServiceError::Store(cause) => ServiceError::Store(cause.clone()),
+                        other => ServiceError::Internal(other.to_string()),
+                    };
+                    let _ = reply.send(Err(again));
+                }
+            }
         }
     }
 
@@ -440,6 +439,15 @@ impl Service {
         for (i, plan) in self.engine.plan_creates(pairs).into_iter().enumerate() {
             plans.push(plan.map_err(|e| e.within(&format!("map {i}")))?);
         }
+        self.store_and_apply(plans).await
+    }
+
+    /// Commits the store writes of planned creates in one transaction,
+    /// then applies them in order: the maps created.
+    async fn store_and_apply(
+        &mut self,
+        plans: Vec<Plan>,
+    ) -> Result<Vec<pb::Slotmap>, ServiceError> {
         let ops: Vec<StoreOp> = plans.iter().flat_map(|p| p.ops.iter().cloned()).collect();
         self.commit(&ops).await?;
         let mut created = Vec::with_capacity(plans.len());

@@ -39,7 +39,7 @@ use std::time::Duration;
 use rspro::{BankSlot, ClientSlot, Identity, IpPort, Msg, ResultCode, RsproPdu};
 use tracing::{debug, info};
 
-pub use api::{ApiCommand, ApiOutcome};
+pub use api::{ApiCommand, ApiOutcome, Plan};
 pub use model::*;
 
 /// Identifies one accepted TCP connection.
