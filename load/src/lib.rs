@@ -4,12 +4,13 @@
 //! SIMs in process, slot maps created through the API; figures from the
 //! wire and from /proc. One scenario, bankd, measures a real bankd (ours
 //! or osmo-remsim-bankd) alone instead: remsim-load is its server and its
-//! clients.
+//! clients; another, pcsc, is a PC/SC application timing APDUs on a local
+//! reader, whatever serves it.
 //!
 //! * [`scenario`]: connect, activate, apdu, idle, api, bankd; [`run`]
 //!   runs one; [`calls`]: the api scenario's timed management calls;
 //!   [`isolated`]: the bankd scenario, which [`run_bankd`] also runs on a
-//!   listener bound beforehand;
+//!   listener bound beforehand; [`pcsc_app`]: the pcsc scenario;
 //! * [`client`], [`bank`], [`server`]: the simulated components; [`api`]:
 //!   the management calls; [`layout`]: which ids and slots each one uses;
 //! * [`progress`]: the milestones clients report while a scenario waits;
@@ -21,6 +22,7 @@ pub mod calls;
 pub mod client;
 pub mod isolated;
 pub mod layout;
+pub mod pcsc_app;
 pub mod procstat;
 pub mod progress;
 pub mod report;

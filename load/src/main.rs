@@ -1,6 +1,7 @@
 //! `remsim-load`: one load scenario against a remsim server, ours or
-//! osmo-remsim's, or (bankd) against one bankd alone (see lib.rs),
-//! reported as text or, with --json, as one JSON object on stdout.
+//! osmo-remsim's, or (bankd) against one bankd alone, or (pcsc) on one
+//! reader of the local pcscd (see lib.rs), reported as text or, with
+//! --json, as one JSON object on stdout.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
@@ -126,6 +127,23 @@ enum Command {
     /// clients, which send APDUs back to back: round trips, APDUs/s, and
     /// CPU and context switches per APDU of every --pid.
     Bankd(BankdArgs),
+    /// A PC/SC application on this machine: APDUs back to back on one
+    /// reader of the local pcscd (whatever serves it: a card, remsim-client
+    /// vpcd, an ifd handler): round trips, and CPU and context switches
+    /// per APDU of every --pid.
+    Pcsc(PcscArgs),
+}
+
+#[derive(Args)]
+struct PcscArgs {
+    /// The reader's name, as pcscd lists it.
+    #[arg(long, default_value = "Virtual PCD 00 00")]
+    reader: String,
+    /// The command APDU sent, in hex (SELECT MF by default).
+    #[arg(long, default_value = "a0a40000023f00", value_parser = parse_apdu)]
+    apdu: Apdu,
+    #[command(flatten)]
+    hold: HoldArgs,
 }
 
 #[derive(Args)]
@@ -267,6 +285,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Sizes::default()
             },
         ),
+        Command::Pcsc(p) => (
+            Scenario::Pcsc,
+            Sizes {
+                clients: 1,
+                seconds: p.hold.seconds,
+                ..Sizes::default()
+            },
+        ),
     };
     let mut settings = Settings {
         server: cli.server,
@@ -285,11 +311,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         clk_tck: cli.clk_tck.unwrap_or_else(procstat::clock_ticks),
         ..Settings::default()
     };
-    if let Command::Bankd(b) = cli.command {
-        settings.listen = b.listen;
-        settings.bankd = b.bankd;
-        settings.first_slot = b.first_slot;
-        settings.apdu = b.apdu.0;
+    match cli.command {
+        Command::Bankd(b) => {
+            settings.listen = b.listen;
+            settings.bankd = b.bankd;
+            settings.first_slot = b.first_slot;
+            settings.apdu = b.apdu.0;
+        }
+        Command::Pcsc(p) => {
+            settings.reader = p.reader;
+            settings.apdu = p.apdu.0;
+        }
+        _ => {}
     }
     let report = remsim_load::run(&settings, scenario, &sizes).await?;
     if cli.json {

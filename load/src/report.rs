@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::pcsc_app::PcscInfo;
 use crate::procstat::ProcessUsage;
 use crate::stats::Summary;
 
@@ -27,6 +28,9 @@ pub struct Report {
     /// then count its ConnectClientRes, not a server's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bankd: Option<BankdInfo>,
+    /// The reader and card (pcsc scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcsc: Option<PcscInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activation: Option<Activation>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +151,13 @@ impl fmt::Display for Report {
                 f,
                 "bankd: bank {} ({} {}), {} slots, clients mapped from slot {}",
                 b.bank_id, b.software, b.sw_version, b.slots, b.first_slot
+            )?;
+        }
+        if let Some(p) = &self.pcsc {
+            writeln!(
+                f,
+                "pcsc: reader {:?}, ATR {}, {}",
+                p.reader, p.atr, p.protocol
             )?;
         }
         if let Some(a) = &self.activation {

@@ -1,4 +1,4 @@
-//! The five scenarios: what runs, what is waited for (always within a
+//! The scenarios: what runs, what is waited for (always within a
 //! bound), which window the processes under test are measured over, and
 //! the report.
 //! * connect: N clients → ConnectClientRes; window from the first connect;
@@ -10,7 +10,9 @@
 //!   every connection is held (see [`crate::calls`]); window = the calls;
 //! * bankd: one real bankd alone, remsim-load its server and its N
 //!   clients, APDUs back to back for T; window = those T (see
-//!   [`crate::isolated`]).
+//!   [`crate::isolated`]);
+//! * pcsc: a PC/SC application's APDUs back to back on one reader of the
+//!   local pcscd for T; window = those T (see [`crate::pcsc_app`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use crate::calls;
 use crate::client::{self, ClientConfig, ClientOutcome, Goal, Phase, SELECT_MF};
 use crate::isolated;
 use crate::layout::{self, BANKD_PORT, Layout};
+use crate::pcsc_app;
 use crate::procstat::{DEFAULT_CLK_TCK, Usage, Watched, Window};
 use crate::progress::{self, Tracker};
 use crate::report::{Activation, ApduFigures, IdleFigures, Report};
@@ -40,6 +43,7 @@ pub enum Scenario {
     Idle,
     Api,
     Bankd,
+    Pcsc,
 }
 
 impl Scenario {
@@ -51,6 +55,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Api => "api",
             Scenario::Bankd => "bankd",
+            Scenario::Pcsc => "pcsc",
         }
     }
 }
@@ -97,8 +102,10 @@ pub struct Settings {
     pub bankd: String,
     /// bankd scenario: client i gets bank slot first_slot + i.
     pub first_slot: u32,
-    /// bankd scenario: the command APDU the clients send.
+    /// bankd and pcsc scenarios: the command APDU sent.
     pub apdu: Vec<u8>,
+    /// pcsc scenario: the PC/SC reader's name.
+    pub reader: String,
 }
 
 impl Default for Settings {
@@ -122,6 +129,7 @@ impl Default for Settings {
             bankd: format!("127.0.0.1:{BANKD_PORT}"),
             first_slot: 0,
             apdu: SELECT_MF.to_vec(),
+            reader: "Virtual PCD 00 00".into(),
         }
     }
 }
@@ -211,6 +219,9 @@ pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyh
         let listener = isolated::listen_for_bankd(settings).await?;
         return isolated::run_bankd(settings, sizes, listener).await;
     }
+    if scenario == Scenario::Pcsc {
+        return pcsc_app::run_pcsc(settings, sizes).await;
+    }
     let n = sizes.clients;
     let with_maps = matches!(scenario, Scenario::Activate | Scenario::Apdu);
     let (banks, maps) = if with_maps {
@@ -294,7 +305,9 @@ pub async fn run(settings: &Settings, scenario: Scenario, sizes: &Sizes) -> anyh
             window.finish(settings.clk_tck)?
         }
         // Run above: it has no server.
-        Scenario::Bankd => bail!("the bankd scenario runs without a server"),
+        Scenario::Bankd | Scenario::Pcsc => {
+            bail!("the {} scenario runs without a server", scenario.name())
+        }
         Scenario::Activate | Scenario::Apdu => {
             let map_api = map_api.context("no management API")?;
             let window = Window::start(&settings.processes)?;
