@@ -4,19 +4,11 @@
 //! `vpcd` to show the card as a local PC/SC card). Flags are the C
 //! clients'.
 
-mod driver;
-mod frontend;
-mod main_fsm;
-mod script;
-mod shell;
-mod st2;
-mod vpcd;
-mod vpcd_core;
-
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
+use remsim_client::{driver, frontend, shell, st2, vpcd};
 use remsim_daemon::LogFormat;
 use remsim_daemon::parse_duration;
 use rspro::{ClientSlot, ComponentType, Identity};

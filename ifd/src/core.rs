@@ -1,0 +1,332 @@
+//! One reader's logic, sans I/O: what pcscd's calls see of the client's
+//! main state machine. It is fed the main state machine's frontend
+//! commands and pcscd's requests, each with the time, and answers from
+//! what it holds, so that no call waits for the network except an APDU,
+//! and that one within a bound.
+//!
+//! * Presence: the card is in the reader while the main state machine has
+//!   it inserted (bankd connected, OPERATIONAL) **and** the bank sent its
+//!   ATR since; not the C handler's `3B 00` placeholder (spec
+//!   ifd-handler.md §4.4). After an APDU the bank left unanswered the card
+//!   is reported gone for [`GONE_AFTER_TIMEOUT`], so that pcscd and the
+//!   application start again from a reset.
+//! * Power: up, down and reset become ClientSlotStatusInd through the main
+//!   state machine, as the other frontends' power changes do.
+//! * APDUs: one at a time, T=0 short: a 4-byte case-1 command gets its
+//!   P3 = 00; 5..260 bytes go to the bank unchanged; other lengths are
+//!   refused here (the bankd would drop the link, and the C handler hang).
+
+use std::time::{Duration, Instant};
+
+use remsim_client::frontend::{ModemEvent, power_off, power_on, reset_asserted};
+use remsim_client::main_fsm::FrontendCmd;
+use rspro::pdu::TPDU_LEN;
+
+use crate::abi::MAX_ATR_SIZE;
+
+/// How long the card stays away after an APDU that was not answered.
+pub const GONE_AFTER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why an APDU got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApduError {
+    /// No card (no map, bankd not connected, or just timed out).
+    NotPresent,
+    /// A length T=0 short APDUs cannot have.
+    Length(usize),
+    /// The main state machine did not forward it (not operational).
+    Refused,
+    /// The card went away while the APDU was out.
+    CardGone,
+    /// The bank did not answer in time.
+    Timeout,
+    /// The reader is being closed.
+    Closed,
+}
+
+/// A power action of IFDHPowerICC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Up,
+    Down,
+    Reset,
+}
+
+#[derive(Debug, Default)]
+pub struct IfdCore {
+    /// The main state machine has the card inserted.
+    inserted: bool,
+    /// The bank's ATR, since the card was inserted.
+    atr: Option<Vec<u8>>,
+    /// The card is reported gone until then (after an unanswered APDU).
+    gone_until: Option<Instant>,
+    /// The APDU out, by its number, and its answer once it came.
+    pending: Option<u64>,
+    answer: Option<(u64, Result<Vec<u8>, ApduError>)>,
+    next_apdu: u64,
+    closed: bool,
+}
+
+impl IfdCore {
+    pub fn new() -> IfdCore {
+        IfdCore::default()
+    }
+
+    /// A command of the main state machine; true when a waiting call may
+    /// have its answer now.
+    pub fn on_command(&mut self, cmd: FrontendCmd) -> bool {
+        match cmd {
+            FrontendCmd::CardInsert(true) => {
+                self.inserted = true;
+                // The placeholder came before the insert; the bank's ATR follows.
+                self.atr = None;
+                false
+            }
+            FrontendCmd::CardInsert(false) => {
+                self.inserted = false;
+                self.atr = None;
+                self.settle(Err(ApduError::CardGone))
+            }
+            FrontendCmd::SetAtr(atr) if self.inserted && !atr.is_empty() => {
+                let mut atr = atr;
+                atr.truncate(MAX_ATR_SIZE);
+                self.atr = Some(atr);
+                false
+            }
+            FrontendCmd::Tpdu(response) => self.settle(Ok(response)),
+            FrontendCmd::TpduRefused(_) => self.settle(Err(ApduError::Refused)),
+            FrontendCmd::SetAtr(_) | FrontendCmd::SimRemote(_) | FrontendCmd::ModemReset => false,
+        }
+    }
+
+    /// The answer for the APDU out, if one is.
+    fn settle(&mut self, result: Result<Vec<u8>, ApduError>) -> bool {
+        match self.pending.take() {
+            Some(n) => {
+                self.answer = Some((n, result));
+                true
+            }
+            // A late answer to an APDU given up on: dropped.
+            None => false,
+        }
+    }
+
+    /// Whether pcscd sees a card at `now`.
+    pub fn present(&self, now: Instant) -> bool {
+        !self.closed
+            && self.inserted
+            && self.atr.is_some()
+            && self.gone_until.is_none_or(|until| now >= until)
+    }
+
+    /// The card's ATR, while it is present.
+    pub fn atr(&self, now: Instant) -> Option<&[u8]> {
+        self.atr.as_deref().filter(|_| self.present(now))
+    }
+
+    /// IFDHPowerICC: the modem events to send and the ATR to return
+    /// (none after power down); `Err` when there is no card to power.
+    pub fn power(
+        &self,
+        action: Power,
+        now: Instant,
+    ) -> Result<(Vec<ModemEvent>, Option<Vec<u8>>), ApduError> {
+        let status = |s| ModemEvent::Status(s);
+        match action {
+            Power::Down => Ok((
+                if self.inserted {
+                    vec![status(power_off())]
+                } else {
+                    Vec::new()
+                },
+                None,
+            )),
+            Power::Up | Power::Reset => {
+                let atr = self.atr(now).ok_or(ApduError::NotPresent)?.to_vec();
+                let events = if action == Power::Up {
+                    vec![status(power_on())]
+                } else {
+                    vec![status(reset_asserted()), status(power_on())]
+                };
+                Ok((events, Some(atr)))
+            }
+        }
+    }
+
+    /// Starts an APDU at `now`: its number and the TPDU for the bank.
+    pub fn begin_apdu(&mut self, apdu: &[u8], now: Instant) -> Result<(u64, Vec<u8>), ApduError> {
+        if self.closed {
+            return Err(ApduError::Closed);
+        }
+        if !self.present(now) {
+            return Err(ApduError::NotPresent);
+        }
+        let tpdu = match apdu.len() {
+            // Case 1 in T=0: P3 = 00.
+            4 => [apdu, &[0]].concat(),
+            n if TPDU_LEN.contains(&n) => apdu.to_vec(),
+            n => return Err(ApduError::Length(n)),
+        };
+        self.next_apdu += 1;
+        self.pending = Some(self.next_apdu);
+        self.answer = None;
+        Ok((self.next_apdu, tpdu))
+    }
+
+    /// The answer to APDU `n`, once it is there.
+    pub fn take_answer(&mut self, n: u64) -> Option<Result<Vec<u8>, ApduError>> {
+        if self.closed && self.pending == Some(n) {
+            self.pending = None;
+            return Some(Err(ApduError::Closed));
+        }
+        match self.answer.take() {
+            Some((m, result)) if m == n => Some(result),
+            other => {
+                self.answer = other;
+                None
+            }
+        }
+    }
+
+    /// APDU `n` could not be sent, or got no answer by its deadline
+    /// (`now`): it is given up, and after a timeout the card goes away for
+    /// a moment.
+    pub fn give_up(&mut self, n: u64, now: Instant, timed_out: bool) {
+        if self.pending == Some(n) {
+            self.pending = None;
+        }
+        if timed_out {
+            self.gone_until = Some(now + GONE_AFTER_TIMEOUT);
+        }
+    }
+
+    /// The reader is being closed: no card, and a waiting APDU ends.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ATR: [u8; 4] = [0x3B, 0x9F, 0x96, 0x80];
+
+    fn operational(core: &mut IfdCore) {
+        // The main state machine's order on entering OPERATIONAL, then the
+        // bank's SetAtrReq.
+        core.on_command(FrontendCmd::SimRemote(true));
+        core.on_command(FrontendCmd::SetAtr(vec![0x3B, 0x00]));
+        core.on_command(FrontendCmd::CardInsert(true));
+        core.on_command(FrontendCmd::ModemReset);
+    }
+
+    #[test]
+    fn the_card_appears_with_the_banks_atr_not_the_placeholder() {
+        let now = Instant::now();
+        let mut core = IfdCore::new();
+        assert!(!core.present(now));
+        operational(&mut core);
+        assert!(!core.present(now), "3B 00 is not the card's");
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        assert!(core.present(now));
+        assert_eq!(core.atr(now), Some(&ATR[..]));
+        core.on_command(FrontendCmd::CardInsert(false));
+        assert!(!core.present(now));
+        assert_eq!(core.atr(now), None);
+        // Inserted again: absent until the bank's ATR.
+        operational(&mut core);
+        assert!(!core.present(now));
+        core.on_command(FrontendCmd::SetAtr(vec![0x3B; 40]));
+        assert_eq!(core.atr(now).map(<[u8]>::len), Some(MAX_ATR_SIZE));
+    }
+
+    #[test]
+    fn power_actions_become_status_indications() {
+        let now = Instant::now();
+        let mut core = IfdCore::new();
+        assert_eq!(core.power(Power::Up, now), Err(ApduError::NotPresent));
+        assert_eq!(core.power(Power::Down, now), Ok((Vec::new(), None)));
+        operational(&mut core);
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        let (events, atr) = core.power(Power::Up, now).expect("up");
+        assert_eq!(events, vec![ModemEvent::Status(power_on())]);
+        assert_eq!(atr.as_deref(), Some(&ATR[..]));
+        let (events, atr) = core.power(Power::Down, now).expect("down");
+        assert_eq!(events, vec![ModemEvent::Status(power_off())]);
+        assert_eq!(atr, None);
+        let (events, _) = core.power(Power::Reset, now).expect("reset");
+        assert_eq!(
+            events,
+            vec![
+                ModemEvent::Status(reset_asserted()),
+                ModemEvent::Status(power_on())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_apdu_gets_its_own_answer() {
+        let now = Instant::now();
+        let mut core = IfdCore::new();
+        assert_eq!(
+            core.begin_apdu(&[0xA0, 0xA4, 0, 0, 2, 0x3F, 0], now),
+            Err(ApduError::NotPresent)
+        );
+        operational(&mut core);
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        let (n, tpdu) = core
+            .begin_apdu(&[0xA0, 0xA4, 0, 0, 2, 0x3F, 0], now)
+            .expect("sent");
+        assert_eq!(tpdu, vec![0xA0, 0xA4, 0, 0, 2, 0x3F, 0]);
+        assert_eq!(core.take_answer(n), None);
+        assert!(core.on_command(FrontendCmd::Tpdu(vec![0x9F, 0x16])));
+        assert_eq!(core.take_answer(n), Some(Ok(vec![0x9F, 0x16])));
+        // Case 1: P3 added; lengths T=0 cannot carry: refused here.
+        let (_, tpdu) = core.begin_apdu(&[0, 0x70, 0, 0], now).expect("case 1");
+        assert_eq!(tpdu, vec![0, 0x70, 0, 0, 0]);
+        assert_eq!(core.begin_apdu(&[0; 3], now), Err(ApduError::Length(3)));
+        assert_eq!(core.begin_apdu(&[0; 261], now), Err(ApduError::Length(261)));
+        // Refused by the main state machine.
+        let (n, _) = core.begin_apdu(&[0; 5], now).expect("sent");
+        core.on_command(FrontendCmd::TpduRefused(vec![0; 5]));
+        assert_eq!(core.take_answer(n), Some(Err(ApduError::Refused)));
+    }
+
+    #[test]
+    fn a_late_answer_is_dropped_and_the_card_goes_away_for_a_moment() {
+        let t0 = Instant::now();
+        let mut core = IfdCore::new();
+        operational(&mut core);
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        let (n, _) = core.begin_apdu(&[0; 5], t0).expect("sent");
+        core.give_up(n, t0, true);
+        assert!(!core.present(t0));
+        assert!(!core.on_command(FrontendCmd::Tpdu(vec![0x90, 0])), "late");
+        let later = t0 + GONE_AFTER_TIMEOUT;
+        assert!(core.present(later));
+        let (m, _) = core.begin_apdu(&[0; 5], later).expect("sent");
+        assert_eq!(core.take_answer(m), None, "not the late answer");
+        core.on_command(FrontendCmd::Tpdu(vec![0x6A, 0x82]));
+        assert_eq!(core.take_answer(m), Some(Ok(vec![0x6A, 0x82])));
+    }
+
+    #[test]
+    fn removal_or_close_ends_a_waiting_apdu() {
+        let now = Instant::now();
+        let mut core = IfdCore::new();
+        operational(&mut core);
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        let (n, _) = core.begin_apdu(&[0; 5], now).expect("sent");
+        assert!(core.on_command(FrontendCmd::CardInsert(false)));
+        assert_eq!(core.take_answer(n), Some(Err(ApduError::CardGone)));
+
+        operational(&mut core);
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        let (n, _) = core.begin_apdu(&[0; 5], now).expect("sent");
+        core.close();
+        assert_eq!(core.take_answer(n), Some(Err(ApduError::Closed)));
+        assert!(!core.present(now));
+        assert_eq!(core.begin_apdu(&[0; 5], now), Err(ApduError::Closed));
+    }
+}

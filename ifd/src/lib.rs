@@ -1,0 +1,480 @@
+//! `libifd_remsim_client`: the remote SIM as a pcsc-lite reader driver (IFD
+//! handler API v3, spec ifd-handler.md). pcscd loads it from a
+//! reader.conf.d entry whose DEVICENAME names the client slot and the
+//! server ([`device_name`]); every PC/SC application on the host then sees
+//! the remote card in a local reader. Each entry is a reader with a client
+//! of its own ([`reader`]: remsim-client's driver and main state machine on
+//! a thread of its own), its logic in [`core`].
+//!
+//! This file holds the exported functions: each checks its pointers,
+//! never lets a panic reach pcscd, and returns within a bound (an APDU
+//! within `REMSIM_IFD_APDU_TIMEOUT`, everything else without waiting for
+//! the network). Several entries may share this library: up to
+//! [`MAX_READERS`], keyed by the reader index of pcscd's Lun.
+//!
+//! Environment (pcscd's): `REMSIM_IFD_LOG` (log filter, default `info`),
+//! `REMSIM_IFD_LOG_FORMAT` (`text` or `json`), `REMSIM_IFD_APDU_TIMEOUT`
+//! (how long an APDU may wait for the bank, default 10s). Logs go to
+//! pcscd's stderr (`pcscd -f`, or the journal).
+
+#![allow(non_snake_case)] // The API's names.
+
+pub mod abi;
+pub mod core;
+pub mod device_name;
+pub mod reader;
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, c_char};
+use std::io::IsTerminal;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::abi::*;
+use crate::core::{ApduError, Power};
+use crate::reader::{Handle, Reader};
+
+/// Readers one pcscd may open through this library (pcscd's own limit is 16).
+pub const MAX_READERS: u8 = 16;
+/// The longest C-APDU pcscd hands over (its extended buffer).
+const MAX_TX: usize = 65_548;
+const DEFAULT_APDU_TIMEOUT: Duration = Duration::from_secs(10);
+
+static READERS: Mutex<BTreeMap<u16, Reader>> = Mutex::new(BTreeMap::new());
+
+fn readers() -> MutexGuard<'static, BTreeMap<u16, Reader>> {
+    READERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The reader index of a Lun (0xRRRRSSSS), if its slot is ours (0).
+fn index(lun: Dword) -> Option<u16> {
+    let lun = (lun & 0xFFFF_FFFF) as u32;
+    (lun & 0xFFFF == 0).then_some((lun >> 16) as u16)
+}
+
+fn handle(lun: Dword) -> Option<Arc<Handle>> {
+    readers().get(&index(lun)?).map(|r| r.handle.clone())
+}
+
+/// Runs one exported call: a panic becomes a communication error, never an
+/// unwind into pcscd.
+fn guarded(call: &str, f: impl FnOnce() -> ResponseCode) -> ResponseCode {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        error!(
+            call,
+            "internal error (panic); answered as a communication error"
+        );
+        IFD_COMMUNICATION_ERROR
+    })
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("REMSIM_IFD_LOG").unwrap_or_else(|_| "info".into());
+        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(colour)
+            .with_env_filter(filter);
+        // Another subscriber in the process (a Rust host) is kept.
+        let _ = match std::env::var("REMSIM_IFD_LOG_FORMAT").as_deref() {
+            Ok("json") => builder.json().try_init(),
+            _ => builder.try_init(),
+        };
+    });
+}
+
+/// `REMSIM_IFD_APDU_TIMEOUT`: "10s", "1500ms", "2m".
+fn apdu_timeout() -> Duration {
+    let Ok(text) = std::env::var("REMSIM_IFD_APDU_TIMEOUT") else {
+        return DEFAULT_APDU_TIMEOUT;
+    };
+    parse_duration(&text).unwrap_or_else(|| {
+        warn!(value = %text, "REMSIM_IFD_APDU_TIMEOUT is not a duration (10s, 1500ms); 10s");
+        DEFAULT_APDU_TIMEOUT
+    })
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = number.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero() && d <= Duration::from_secs(3600)).then_some(d)
+}
+
+/// Opens the reader that a reader.conf entry describes: DEVICENAME
+/// `CLIENT_ID:CLIENT_SLOT:SERVER_HOST:SERVER_PORT`.
+///
+/// # Safety
+/// `device_name` is NULL or a NUL-terminated string (pcscd's).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IFDHCreateChannelByName(
+    lun: Dword,
+    device_name: *const c_char,
+) -> ResponseCode {
+    init_logging();
+    guarded("IFDHCreateChannelByName", || {
+        if device_name.is_null() {
+            error!("no DEVICENAME");
+            return IFD_COMMUNICATION_ERROR;
+        }
+        // SAFETY: pcscd passes a NUL-terminated string; it is only read.
+        let text = unsafe { CStr::from_ptr(device_name) }.to_string_lossy();
+        let name = match device_name::parse(&text) {
+            Ok(name) => name,
+            Err(e) => {
+                error!("DEVICENAME {e}; expected CLIENT_ID:CLIENT_SLOT:SERVER_HOST:SERVER_PORT");
+                return IFD_COMMUNICATION_ERROR;
+            }
+        };
+        let Some(i) = index(lun).filter(|i| *i < u16::from(MAX_READERS)) else {
+            error!(
+                lun,
+                "no such reader: one slot per reader, at most {MAX_READERS} readers"
+            );
+            return IFD_NO_SUCH_DEVICE;
+        };
+        let reader = match Reader::start(&name, lun as u32, apdu_timeout()) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "cannot start the reader's thread");
+                return IFD_COMMUNICATION_ERROR;
+            }
+        };
+        info!(lun, %name, "remsim reader created");
+        let old = readers().insert(i, reader);
+        if let Some(old) = old {
+            old.close();
+        }
+        IFD_SUCCESS
+    })
+}
+
+/// The legacy open by CHANNELID: this driver needs a DEVICENAME.
+#[unsafe(no_mangle)]
+pub extern "C" fn IFDHCreateChannel(lun: Dword, channel: Dword) -> ResponseCode {
+    init_logging();
+    error!(
+        lun,
+        channel,
+        "the remsim reader needs DEVICENAME CLIENT_ID:CLIENT_SLOT:SERVER_HOST:SERVER_PORT in reader.conf"
+    );
+    IFD_COMMUNICATION_ERROR
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn IFDHCloseChannel(lun: Dword) -> ResponseCode {
+    guarded("IFDHCloseChannel", || {
+        let reader = index(lun).and_then(|i| readers().remove(&i));
+        if let Some(reader) = reader {
+            reader.close();
+            info!(lun, "remsim reader closed");
+        }
+        IFD_SUCCESS
+    })
+}
+
+/// Copies `data` into pcscd's buffer of `*length` bytes.
+///
+/// # Safety
+/// `value` points to `*length` writable bytes.
+unsafe fn answer(data: &[u8], length: *mut Dword, value: *mut u8) -> ResponseCode {
+    // SAFETY: the caller checked both pointers for NULL.
+    let capacity = unsafe { *length } as usize;
+    if data.len() > capacity {
+        unsafe { *length = 0 };
+        return IFD_ERROR_INSUFFICIENT_BUFFER;
+    }
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), value, data.len());
+        *length = data.len() as Dword;
+    }
+    IFD_SUCCESS
+}
+
+/// # Safety
+/// `length` and `value` are NULL or point to pcscd's length and a buffer
+/// of that many bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IFDHGetCapabilities(
+    lun: Dword,
+    tag: Dword,
+    length: *mut Dword,
+    value: *mut u8,
+) -> ResponseCode {
+    guarded("IFDHGetCapabilities", || {
+        if length.is_null() || value.is_null() {
+            return IFD_COMMUNICATION_ERROR;
+        }
+        let data: Vec<u8> = match tag {
+            TAG_IFD_ATR | SCARD_ATTR_ATR_STRING => match handle(lun) {
+                Some(h) => h.atr().unwrap_or_default(),
+                None => {
+                    unsafe { *length = 0 };
+                    return IFD_NO_SUCH_DEVICE;
+                }
+            },
+            TAG_IFD_SIMULTANEOUS_ACCESS => vec![MAX_READERS],
+            TAG_IFD_SLOTS_NUMBER => vec![1],
+            // Readers share nothing but the map of readers: pcscd may call
+            // each under a lock of its own.
+            TAG_IFD_THREAD_SAFE => vec![1],
+            TAG_IFD_SLOT_THREAD_SAFE => vec![0],
+            TAG_IFD_SLOTNUM => vec![0],
+            _ => {
+                unsafe { *length = 0 };
+                return IFD_ERROR_TAG;
+            }
+        };
+        // SAFETY: both pointers checked above; pcscd sized the buffer.
+        unsafe { answer(&data, length, value) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn IFDHSetCapabilities(
+    _lun: Dword,
+    _tag: Dword,
+    _length: Dword,
+    _value: *mut u8,
+) -> ResponseCode {
+    IFD_NOT_SUPPORTED
+}
+
+/// Any protocol is accepted: APDUs are relayed as they come (T=0 at the bank).
+#[unsafe(no_mangle)]
+pub extern "C" fn IFDHSetProtocolParameters(
+    _lun: Dword,
+    _protocol: Dword,
+    _flags: u8,
+    _pts1: u8,
+    _pts2: u8,
+    _pts3: u8,
+) -> ResponseCode {
+    IFD_SUCCESS
+}
+
+/// # Safety
+/// `atr` and `atr_length` are NULL or point to a buffer of MAX_ATR_SIZE
+/// bytes and its length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IFDHPowerICC(
+    lun: Dword,
+    action: Dword,
+    atr: *mut u8,
+    atr_length: *mut Dword,
+) -> ResponseCode {
+    guarded("IFDHPowerICC", || {
+        if atr.is_null() || atr_length.is_null() {
+            return IFD_COMMUNICATION_ERROR;
+        }
+        // SAFETY: checked for NULL above.
+        unsafe { *atr_length = 0 };
+        let action = match action {
+            IFD_POWER_UP => Power::Up,
+            IFD_POWER_DOWN => Power::Down,
+            IFD_RESET => Power::Reset,
+            _ => return IFD_NOT_SUPPORTED,
+        };
+        let Some(h) = handle(lun) else {
+            return IFD_NO_SUCH_DEVICE;
+        };
+        match h.power(action) {
+            Ok(Some(card_atr)) => {
+                let n = card_atr.len().min(MAX_ATR_SIZE);
+                // SAFETY: pcscd's ATR buffer holds MAX_ATR_SIZE bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(card_atr.as_ptr(), atr, n);
+                    *atr_length = n as Dword;
+                }
+                IFD_SUCCESS
+            }
+            Ok(None) => IFD_SUCCESS,
+            Err(e) => {
+                info!(lun, ?action, reason = ?e, "power action refused");
+                IFD_ERROR_POWER_ACTION
+            }
+        }
+    })
+}
+
+/// One APDU through the bank. The answer is never cut short: one that does
+/// not fit is an error (the C handler truncated silently).
+///
+/// # Safety
+/// `tx` points to `tx_length` bytes; `rx` to `*rx_length` writable bytes;
+/// `recv_pci` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IFDHTransmitToICC(
+    lun: Dword,
+    send_pci: ScardIoHeader,
+    tx: *const u8,
+    tx_length: Dword,
+    rx: *mut u8,
+    rx_length: *mut Dword,
+    recv_pci: *mut ScardIoHeader,
+) -> ResponseCode {
+    guarded("IFDHTransmitToICC", || {
+        if rx_length.is_null() {
+            return IFD_COMMUNICATION_ERROR;
+        }
+        // SAFETY: checked for NULL; pcscd's in/out length.
+        let capacity = unsafe { *rx_length } as usize;
+        unsafe { *rx_length = 0 };
+        if tx.is_null() || rx.is_null() || tx_length as usize > MAX_TX {
+            return IFD_COMMUNICATION_ERROR;
+        }
+        let Some(h) = handle(lun) else {
+            return IFD_NO_SUCH_DEVICE;
+        };
+        // SAFETY: pcscd passes tx_length readable bytes (bounded above).
+        let apdu = unsafe { std::slice::from_raw_parts(tx, tx_length as usize) };
+        match h.transmit(apdu) {
+            Ok(response) if response.len() > capacity => {
+                warn!(
+                    lun,
+                    len = response.len(),
+                    capacity,
+                    "answer larger than pcscd's buffer"
+                );
+                IFD_ERROR_INSUFFICIENT_BUFFER
+            }
+            Ok(response) => {
+                // SAFETY: rx holds `capacity` bytes, response fits.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(response.as_ptr(), rx, response.len());
+                    *rx_length = response.len() as Dword;
+                    if !recv_pci.is_null() {
+                        (*recv_pci).protocol = send_pci.protocol;
+                    }
+                }
+                IFD_SUCCESS
+            }
+            Err(e) => {
+                let code = match e {
+                    ApduError::Timeout => IFD_RESPONSE_TIMEOUT,
+                    ApduError::NotPresent | ApduError::CardGone => IFD_ICC_NOT_PRESENT,
+                    ApduError::Length(_) | ApduError::Refused | ApduError::Closed => {
+                        IFD_COMMUNICATION_ERROR
+                    }
+                };
+                warn!(lun, reason = ?e, len = apdu.len(), "APDU not answered");
+                code
+            }
+        }
+    })
+}
+
+/// # Safety
+/// `bytes_returned` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IFDHControl(
+    _lun: Dword,
+    _control_code: Dword,
+    _tx: *const u8,
+    _tx_length: Dword,
+    _rx: *mut u8,
+    _rx_length: Dword,
+    bytes_returned: *mut Dword,
+) -> ResponseCode {
+    if !bytes_returned.is_null() {
+        // SAFETY: checked for NULL.
+        unsafe { *bytes_returned = 0 };
+    }
+    IFD_ERROR_NOT_SUPPORTED
+}
+
+/// Answered from the reader's state, without waiting for the network:
+/// pcscd polls it every 400 ms.
+#[unsafe(no_mangle)]
+pub extern "C" fn IFDHICCPresence(lun: Dword) -> ResponseCode {
+    guarded("IFDHICCPresence", || match handle(lun) {
+        Some(h) if h.present() => IFD_ICC_PRESENT,
+        Some(_) => IFD_ICC_NOT_PRESENT,
+        None => IFD_NO_SUCH_DEVICE,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luns_name_a_reader_and_its_only_slot() {
+        assert_eq!(index(0), Some(0));
+        assert_eq!(index(0x0003_0000), Some(3));
+        assert_eq!(index(0x0003_0001), None);
+    }
+
+    #[test]
+    fn apdu_timeouts_are_bounded_durations() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        for bad in ["", "10", "s", "0s", "2h", "99999999999999999999s", "61m"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn capabilities_answer_within_the_buffer() {
+        let mut value = [0u8; 4];
+        let mut length: Dword = 4;
+        let rc = unsafe {
+            IFDHGetCapabilities(0, TAG_IFD_SLOTS_NUMBER, &mut length, value.as_mut_ptr())
+        };
+        assert_eq!((rc, length, value[0]), (IFD_SUCCESS, 1, 1));
+        let mut length: Dword = 4;
+        let rc = unsafe { IFDHGetCapabilities(0, 0x7777, &mut length, value.as_mut_ptr()) };
+        assert_eq!((rc, length), (IFD_ERROR_TAG, 0));
+        let mut length: Dword = 0;
+        let rc = unsafe {
+            IFDHGetCapabilities(
+                0,
+                TAG_IFD_SIMULTANEOUS_ACCESS,
+                &mut length,
+                value.as_mut_ptr(),
+            )
+        };
+        assert_eq!((rc, length), (IFD_ERROR_INSUFFICIENT_BUFFER, 0));
+        // No reader 5: its ATR is no card's.
+        let mut length: Dword = 4;
+        let rc =
+            unsafe { IFDHGetCapabilities(5 << 16, TAG_IFD_ATR, &mut length, value.as_mut_ptr()) };
+        assert_eq!((rc, length), (IFD_NO_SUCH_DEVICE, 0));
+        assert_eq!(IFDHICCPresence(5 << 16), IFD_NO_SUCH_DEVICE);
+        // A NULL buffer is refused, not written.
+        let rc = unsafe {
+            IFDHGetCapabilities(
+                0,
+                TAG_IFD_SLOTS_NUMBER,
+                std::ptr::null_mut(),
+                value.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, IFD_COMMUNICATION_ERROR);
+    }
+
+    #[test]
+    fn a_bad_device_name_is_refused_and_starts_nothing() {
+        let name = c"1:0:host:notaport";
+        let rc = unsafe { IFDHCreateChannelByName(7 << 16, name.as_ptr()) };
+        assert_eq!(rc, IFD_COMMUNICATION_ERROR);
+        assert!(handle(7 << 16).is_none());
+        let rc = unsafe { IFDHCreateChannelByName(7 << 16, std::ptr::null()) };
+        assert_eq!(rc, IFD_COMMUNICATION_ERROR);
+        assert_eq!(IFDHCreateChannel(0, 0x8C7B), IFD_COMMUNICATION_ERROR);
+    }
+}

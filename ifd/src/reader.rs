@@ -1,0 +1,216 @@
+//! One reader (one reader.conf entry): a thread of its own runs a
+//! single-threaded tokio runtime with the client's driver (server link,
+//! bankd link, main state machine) and a bridge task that feeds the main
+//! state machine's frontend commands into the reader's [`IfdCore`].
+//! pcscd's threads call in through a [`Handle`]: they read and change the
+//! core under its mutex, hand modem events to the driver without blocking,
+//! and wait for an APDU's answer on a condition variable, within a bound.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use remsim_client::driver;
+use remsim_client::frontend::{self, FrontendCmd, ModemEvent};
+use rspro::keepalive::KeepaliveConfig;
+use rspro::{ComponentType, Identity};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::core::{ApduError, IfdCore, Power};
+use crate::device_name::DeviceName;
+
+/// How long closing may wait for the reader's thread to end.
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+/// What pcscd's calls share with the reader's thread.
+pub struct Handle {
+    core: Mutex<IfdCore>,
+    answered: Condvar,
+    events: mpsc::Sender<ModemEvent>,
+    apdu_timeout: Duration,
+}
+
+impl Handle {
+    /// The core, even if a thread panicked while holding it (every change
+    /// to it is a single assignment: it stays consistent).
+    fn core(&self) -> MutexGuard<'_, IfdCore> {
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn present(&self) -> bool {
+        self.core().present(Instant::now())
+    }
+
+    pub fn atr(&self) -> Option<Vec<u8>> {
+        self.core().atr(Instant::now()).map(<[u8]>::to_vec)
+    }
+
+    /// Hands events to the driver without waiting: its queue holds 64, and
+    /// a full one means the driver is stuck, which a power call must not be.
+    fn send(&self, events: Vec<ModemEvent>) -> Result<(), ApduError> {
+        for event in events {
+            if self.events.try_send(event).is_err() {
+                warn!("the client's queue is full or closed; event dropped");
+                return Err(ApduError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// IFDHPowerICC: the ATR after power up or reset.
+    pub fn power(&self, action: Power) -> Result<Option<Vec<u8>>, ApduError> {
+        let (events, atr) = self.core().power(action, Instant::now())?;
+        // Power down always succeeds for pcscd, even if the bank cannot hear of it.
+        let sent = self.send(events);
+        if action != Power::Down {
+            sent?;
+        }
+        Ok(atr)
+    }
+
+    /// IFDHTransmitToICC: the R-APDU, or why there is none, within the
+    /// APDU timeout.
+    pub fn transmit(&self, apdu: &[u8]) -> Result<Vec<u8>, ApduError> {
+        let started = Instant::now();
+        let (n, tpdu) = self.core().begin_apdu(apdu, started)?;
+        if let Err(e) = self.send(vec![ModemEvent::Tpdu(tpdu)]) {
+            self.core().give_up(n, Instant::now(), false);
+            return Err(e);
+        }
+        let deadline = started + self.apdu_timeout;
+        let mut core = self.core();
+        loop {
+            if let Some(result) = core.take_answer(n) {
+                return result;
+            }
+            let now = Instant::now();
+            let Some(left) = deadline
+                .checked_duration_since(now)
+                .filter(|d| !d.is_zero())
+            else {
+                core.give_up(n, now, true);
+                return Err(ApduError::Timeout);
+            };
+            core = match self.answered.wait_timeout(core, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// A running reader: its handle and its thread.
+pub struct Reader {
+    pub handle: Arc<Handle>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+impl Reader {
+    /// Starts the client for `name` on a thread of its own (`lun` names it
+    /// in the logs).
+    pub fn start(name: &DeviceName, lun: u32, apdu_timeout: Duration) -> std::io::Result<Reader> {
+        let ((cmd_tx, event_rx), (mut cmd_rx, event_tx)) = frontend::channels();
+        let handle = Arc::new(Handle {
+            core: Mutex::new(IfdCore::new()),
+            answered: Condvar::new(),
+            events: event_tx,
+            apdu_timeout,
+        });
+        let config = driver::Config {
+            server: name.server(),
+            client: name.client,
+            identity: Identity::new(
+                ComponentType::RemsimClient,
+                rspro::pdu::host_name(),
+                "remsim-ifd",
+                env!("CARGO_PKG_VERSION"),
+            ),
+            atr: vec![0x3B, 0x00],
+            ignore_bank_atr: false,
+            event_script: None,
+            keepalive: KeepaliveConfig::default(),
+            usb: None,
+            server_tls: None,
+            bankd_tls: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        let bridge = handle.clone();
+        let span = info_span!("ifd", lun = format_args!("{lun:#x}"), client = %name.client);
+        let thread = std::thread::Builder::new()
+            .name(format!("remsim-ifd-{lun:x}"))
+            .spawn(move || {
+                runtime.block_on(
+                    async move {
+                        info!(server = %config.server, "reader opened");
+                        tokio::spawn(
+                            async move {
+                                while let Some(cmd) = cmd_rx.recv().await {
+                                    log_command(&cmd);
+                                    if bridge.core().on_command(cmd) {
+                                        bridge.answered.notify_all();
+                                    }
+                                }
+                            }
+                            .in_current_span(),
+                        );
+                        tokio::select! {
+                            () = driver::run(config, cmd_tx, event_rx) => {}
+                            _ = stopped => {}
+                        }
+                    }
+                    .instrument(span),
+                );
+                // Links and the bridge end with the runtime.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                let _ = ended_tx.send(());
+            })?;
+        Ok(Reader {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+            ended,
+        })
+    }
+
+    /// Stops the client and waits for its thread, within a bound; a waiting
+    /// APDU ends at once.
+    pub fn close(mut self) {
+        self.handle.core().close();
+        self.handle.answered.notify_all();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.ended.recv_timeout(CLOSE_BOUND) {
+            Ok(()) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            // The library stays mapped (-z nodelete): a thread left behind
+            // cannot run unmapped code.
+            Err(_) => warn!(bound = ?CLOSE_BOUND, "the reader's thread did not end; left behind"),
+        }
+    }
+}
+
+fn log_command(cmd: &FrontendCmd) {
+    match cmd {
+        FrontendCmd::CardInsert(true) => info!("bankd connected; the card comes with its ATR"),
+        FrontendCmd::CardInsert(false) => info!("card removed"),
+        FrontendCmd::SetAtr(atr) => info!(atr = %hex(atr), "ATR"),
+        _ => {}
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
