@@ -3,8 +3,9 @@
 //! optional from the right, an empty part meaning its default. Fixed
 //! against the C handler: a host without a port takes the default port
 //! (C: atoi(NULL) crashed pcscd), an IPv6 host may be written in brackets
-//! (`23:0:[2001:db8::1]:9998`; quote the value in reader.conf), numbers
-//! are checked, and pcscd's buffer is only read.
+//! (`23:0:[2001:db8::1]:9998`; quote the value in reader.conf, pcscd's
+//! lexer takes no brackets bare), numbers are checked, and pcscd's buffer
+//! is only read.
 
 use std::fmt;
 
@@ -43,7 +44,13 @@ impl fmt::Display for DeviceName {
 
 /// Reads a DEVICENAME; the error says what is wrong with it.
 pub fn parse(text: &str) -> Result<DeviceName, String> {
+    // pcscd hands a quoted value over with its quotes.
     let text = text.trim();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text)
+        .trim();
     let (id, rest) = field(text);
     let (slot, rest) = field(rest.unwrap_or(""));
     let (host, port) = match rest {
@@ -138,6 +145,8 @@ mod tests {
         assert_eq!(ok("1::host:9000"), (1, 0, "host:9000".into()));
         assert_eq!(ok("::host"), (0, 0, "host:9998".into()));
         assert_eq!(ok(" 7 : 2 : host : 9000 "), (7, 2, "host:9000".into()));
+        // Quoted in reader.conf: pcscd keeps the quotes.
+        assert_eq!(ok("\"23:0:[::1]:9000\""), (23, 0, "[::1]:9000".into()));
     }
 
     #[test]

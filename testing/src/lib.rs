@@ -526,6 +526,20 @@ pub mod pcscd {
     /// with vpcd (readers "Virtual PCD 00 00" and "00 01" on ports 35963
     /// and 35964), logging to `dir/log_name`. Refuses to touch the host's /run.
     pub fn start(dir: &Path, log_name: &str) -> Proc {
+        let conf = dir.join("reader.conf.d");
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        std::fs::write(
+            conf.join("vpcd"),
+            format!("FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x8C7B\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"),
+        )
+        .expect("reader conf");
+        start_conf(&conf, &dir.join(log_name), &[])
+    }
+
+    /// Inside the namespace: a tmpfs on /run/pcscd and pcscd with the
+    /// readers of the reader.conf files in `conf`, `env` added to its
+    /// environment, logging (-d) to `log`; returns once its socket exists.
+    pub fn start_conf(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
         assert!(
             std::fs::read_link("/proc/self/ns/mnt").ok()
                 != std::fs::read_link("/proc/1/ns/mnt").ok(),
@@ -536,18 +550,12 @@ pub mod pcscd {
             run("mount", &["-t", "tmpfs", "tmpfs", "/run/pcscd"]);
             run("touch", &["/run/pcscd/.remsim-test"]);
         }
-        let conf = dir.join("reader.conf.d");
-        std::fs::create_dir_all(&conf).expect("conf dir");
-        std::fs::write(
-            conf.join("vpcd"),
-            format!("FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x8C7B\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"),
-        )
-        .expect("reader conf");
         let _ = std::fs::remove_file(SOCKET);
-        let log = std::fs::File::create(dir.join(log_name)).expect("pcscd log");
+        let log = std::fs::File::create(log).expect("pcscd log");
         let child = Command::new("pcscd")
             .args(["-f", "-d", "-c"])
-            .arg(&conf)
+            .arg(conf)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -562,6 +570,20 @@ pub mod pcscd {
         }
         Proc(child)
     }
+}
+
+/// Whether a TCP socket on local `port` (IPv4) holds received bytes that
+/// nobody has read: a request waiting in a stopped (SIGSTOP) peer.
+pub fn unread_at(port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = format!("{port:04X}");
+    tcp.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_port = f.get(1).and_then(|a| a.rsplit(':').next());
+        let rx_queue = f.get(4).and_then(|q| q.rsplit(':').next());
+        local_port == Some(port.as_str())
+            && rx_queue.is_some_and(|q| q.trim_start_matches('0') != "")
+    })
 }
 
 /// Certificates for TLS tests, made in-process (rcgen): a CA, a server
