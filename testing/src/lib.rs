@@ -582,7 +582,7 @@ pub fn unread_at(port: u16) -> bool {
         let local_port = f.get(1).and_then(|a| a.rsplit(':').next());
         let rx_queue = f.get(4).and_then(|q| q.rsplit(':').next());
         local_port == Some(port.as_str())
-            && rx_queue.is_some_and(|q| q.trim_start_matches('0') != "")
+            && rx_queue.is_some_and(|q| !q.trim_start_matches('0').is_empty())
     })
 }
 
