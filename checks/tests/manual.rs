@@ -157,8 +157,13 @@ fn environment_variables_named_anywhere_exist() {
         .filter_map(|o| o.env.clone())
         .collect();
     let script = std::fs::read_to_string(repo().join("client/src/script.rs")).expect("script.rs");
-    let script_vars: Vec<String> = remsim_names(&script);
+    let mut script_vars: Vec<String> = remsim_names(&script);
     assert!(script_vars.contains(&"REMSIM_CAUSE".to_string()));
+    // The PC/SC driver reads pcscd's environment, not options.
+    let ifd = std::fs::read_to_string(repo().join("ifd/src/lib.rs")).expect("ifd/src/lib.rs");
+    let ifd_vars = remsim_names(&ifd);
+    assert!(ifd_vars.contains(&"REMSIM_IFD_APDU_TIMEOUT".to_string()));
+    script_vars.extend(ifd_vars);
     let mut files = vec![repo().join("README.md")];
     for dir in [
         "docs",

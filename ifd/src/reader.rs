@@ -15,7 +15,7 @@ use remsim_client::frontend::{self, FrontendCmd, ModemEvent};
 use rspro::keepalive::KeepaliveConfig;
 use rspro::{ComponentType, Identity};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span, warn};
 
 use crate::core::{ApduError, IfdCore, Power};
 use crate::device_name::DeviceName;
@@ -148,27 +148,24 @@ impl Reader {
         let thread = std::thread::Builder::new()
             .name(format!("remsim-ifd-{lun:x}"))
             .spawn(move || {
-                runtime.block_on(
-                    async move {
-                        info!(server = %config.server, "reader opened");
-                        tokio::spawn(
-                            async move {
-                                while let Some(cmd) = cmd_rx.recv().await {
-                                    log_command(&cmd);
-                                    if bridge.core().on_command(cmd) {
-                                        bridge.answered.notify_all();
-                                    }
-                                }
+                // Every task runs on this thread: with the span entered here,
+                // the links' lines name the reader too.
+                let _entered = span.enter();
+                runtime.block_on(async move {
+                    info!(server = %config.server, "reader opened");
+                    tokio::spawn(async move {
+                        while let Some(cmd) = cmd_rx.recv().await {
+                            log_command(&cmd);
+                            if bridge.core().on_command(cmd) {
+                                bridge.answered.notify_all();
                             }
-                            .in_current_span(),
-                        );
-                        tokio::select! {
-                            () = driver::run(config, cmd_tx, event_rx) => {}
-                            _ = stopped => {}
                         }
+                    });
+                    tokio::select! {
+                        () = driver::run(config, cmd_tx, event_rx) => {}
+                        _ = stopped => {}
                     }
-                    .instrument(span),
-                );
+                });
                 // Links and the bridge end with the runtime.
                 runtime.shutdown_timeout(Duration::from_secs(1));
                 let _ = ended_tx.send(());

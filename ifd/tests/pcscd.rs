@@ -242,6 +242,7 @@ fn inside_namespace() {
     stop("-CONT");
     let log = std::fs::read_to_string(dir.join("pcscd.log")).expect("pcscd log");
     assert!(log.contains("remsim reader closed"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
