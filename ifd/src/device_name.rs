@@ -160,6 +160,24 @@ mod tests {
         assert!(parse("23:0:[::1]9998").unwrap_err().contains("':'"));
     }
 
+    proptest::proptest! {
+        /// Whatever pcscd hands over: an answer, never a panic; and what
+        /// is accepted is what its parts say.
+        #[test]
+        fn any_text_is_read_or_refused(text in "\\PC{0,40}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn written_names_read_back(id in 0u32..1024, slot in 0u32..1024,
+                                   host in "[a-z0-9.-]{1,20}|\\[[0-9a-f]{1,4}(:[0-9a-f]{0,4}){1,7}\\]",
+                                   port in 1u16..) {
+            let d = parse(&format!("{id}:{slot}:{host}:{port}")).expect("valid");
+            proptest::prop_assert_eq!(d.client, ClientSlot::new(id, slot));
+            proptest::prop_assert_eq!(d.server(), format!("{host}:{port}"));
+        }
+    }
+
     #[test]
     fn bad_numbers_are_refused_with_a_reason() {
         for (text, words) in [
