@@ -42,8 +42,17 @@ impl fmt::Display for DeviceName {
     }
 }
 
+/// What is wrong with a DEVICENAME.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DEVICENAME {0}")]
+pub struct BadDeviceName(String);
+
 /// Reads a DEVICENAME; the error says what is wrong with it.
-pub fn parse(text: &str) -> Result<DeviceName, String> {
+pub fn parse(text: &str) -> Result<DeviceName, BadDeviceName> {
+    parse_parts(text).map_err(BadDeviceName)
+}
+
+fn parse_parts(text: &str) -> Result<DeviceName, String> {
     // pcscd hands a quoted value over with its quotes.
     let text = text.trim();
     let text = text
@@ -156,8 +165,9 @@ mod tests {
             ok("23:0:[2001:db8::7]"),
             (23, 0, "[2001:db8::7]:9998".into())
         );
-        assert!(parse("23:0:[::1").unwrap_err().contains("closing"));
-        assert!(parse("23:0:[::1]9998").unwrap_err().contains("':'"));
+        let err = |t| parse(t).unwrap_err().to_string();
+        assert!(err("23:0:[::1").contains("closing"));
+        assert!(err("23:0:[::1]9998").contains("':'"));
     }
 
     proptest::proptest! {
@@ -189,7 +199,7 @@ mod tests {
             ("1:0:h:99:1", "port"),
             ("1:0:a b:1", "blanks"),
         ] {
-            let e = parse(text).expect_err(text);
+            let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(words), "{text}: {e}");
         }
     }

@@ -4,7 +4,7 @@
 //! server ([`device_name`]); every PC/SC application on the host then sees
 //! the remote card in a local reader. Each entry is a reader with a client
 //! of its own ([`reader`]: remsim-client's driver and main state machine on
-//! a thread of its own), its logic in [`core`].
+//! a thread of its own), its logic in [`reader_core`].
 //!
 //! This file holds the exported functions: each checks its pointers,
 //! never lets a panic reach pcscd, and returns within a bound (an APDU
@@ -20,9 +20,9 @@
 #![allow(non_snake_case)] // The API's names.
 
 pub mod abi;
-pub mod core;
 pub mod device_name;
 pub mod reader;
+pub mod reader_core;
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, c_char};
@@ -34,8 +34,8 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::abi::*;
-use crate::core::{ApduError, Power};
 use crate::reader::{Handle, Reader};
+use crate::reader_core::{ApduError, Power};
 
 /// Readers one pcscd may open through this library (pcscd's own limit is 16).
 pub const MAX_READERS: u8 = 16;
@@ -96,7 +96,8 @@ fn apdu_timeout() -> Duration {
         return DEFAULT_APDU_TIMEOUT;
     };
     parse_duration(&text).unwrap_or_else(|| {
-        warn!(value = %text, "REMSIM_IFD_APDU_TIMEOUT is not a duration (10s, 1500ms); 10s");
+        warn!(value = %text, default = ?DEFAULT_APDU_TIMEOUT,
+            "REMSIM_IFD_APDU_TIMEOUT is not a duration from 1ms to 60m (10s, 1500ms)");
         DEFAULT_APDU_TIMEOUT
     })
 }
@@ -124,8 +125,8 @@ pub unsafe extern "C" fn IFDHCreateChannelByName(
     lun: Dword,
     device_name: *const c_char,
 ) -> ResponseCode {
-    init_logging();
     guarded("IFDHCreateChannelByName", || {
+        init_logging();
         if device_name.is_null() {
             error!("no DEVICENAME");
             return IFD_COMMUNICATION_ERROR;
@@ -135,7 +136,7 @@ pub unsafe extern "C" fn IFDHCreateChannelByName(
         let name = match device_name::parse(&text) {
             Ok(name) => name,
             Err(e) => {
-                error!("DEVICENAME {e}; expected CLIENT_ID:CLIENT_SLOT:SERVER_HOST:SERVER_PORT");
+                error!("{e}; expected CLIENT_ID:CLIENT_SLOT:SERVER_HOST:SERVER_PORT");
                 return IFD_COMMUNICATION_ERROR;
             }
         };
@@ -215,7 +216,12 @@ pub unsafe extern "C" fn IFDHGetCapabilities(
     value: *mut u8,
 ) -> ResponseCode {
     guarded("IFDHGetCapabilities", || {
-        if length.is_null() || value.is_null() {
+        if length.is_null() {
+            return IFD_COMMUNICATION_ERROR;
+        }
+        if value.is_null() {
+            // SAFETY: checked for NULL.
+            unsafe { *length = 0 };
             return IFD_COMMUNICATION_ERROR;
         }
         let data: Vec<u8> = match tag {
@@ -280,7 +286,12 @@ pub unsafe extern "C" fn IFDHPowerICC(
         if atr.is_null() || atr_length.is_null() {
             return IFD_COMMUNICATION_ERROR;
         }
-        // SAFETY: checked for NULL above.
+        // SAFETY: checked for NULL above. pcscd passes its buffer's size
+        // (MAX_ATR_SIZE); nothing larger is written in any case.
+        let capacity = match unsafe { *atr_length } as usize {
+            0 => MAX_ATR_SIZE,
+            n => n.min(MAX_ATR_SIZE),
+        };
         unsafe { *atr_length = 0 };
         let action = match action {
             IFD_POWER_UP => Power::Up,
@@ -293,8 +304,8 @@ pub unsafe extern "C" fn IFDHPowerICC(
         };
         match h.power(action) {
             Ok(Some(card_atr)) => {
-                let n = card_atr.len().min(MAX_ATR_SIZE);
-                // SAFETY: pcscd's ATR buffer holds MAX_ATR_SIZE bytes.
+                let n = card_atr.len().min(capacity);
+                // SAFETY: pcscd's ATR buffer holds `capacity` bytes.
                 unsafe {
                     std::ptr::copy_nonoverlapping(card_atr.as_ptr(), atr, n);
                     *atr_length = n as Dword;
@@ -303,7 +314,7 @@ pub unsafe extern "C" fn IFDHPowerICC(
             }
             Ok(None) => IFD_SUCCESS,
             Err(e) => {
-                info!(lun, ?action, reason = ?e, "power action refused");
+                info!(lun, ?action, reason = %e, "power action refused");
                 IFD_ERROR_POWER_ACTION
             }
         }
@@ -366,11 +377,12 @@ pub unsafe extern "C" fn IFDHTransmitToICC(
                 let code = match e {
                     ApduError::Timeout => IFD_RESPONSE_TIMEOUT,
                     ApduError::NotPresent | ApduError::CardGone => IFD_ICC_NOT_PRESENT,
-                    ApduError::Length(_) | ApduError::Refused | ApduError::Closed => {
-                        IFD_COMMUNICATION_ERROR
-                    }
+                    ApduError::Length(_)
+                    | ApduError::Refused
+                    | ApduError::Queue
+                    | ApduError::Closed => IFD_COMMUNICATION_ERROR,
                 };
-                warn!(lun, reason = ?e, len = apdu.len(), "APDU not answered");
+                warn!(lun, reason = %e, len = apdu.len(), "APDU not answered");
                 code
             }
         }

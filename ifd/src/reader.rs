@@ -6,6 +6,7 @@
 //! core under its mutex, hand modem events to the driver without blocking,
 //! and wait for an APDU's answer on a condition variable, within a bound.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,8 +18,8 @@ use rspro::{ComponentType, Identity};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
 
-use crate::core::{ApduError, IfdCore, Power};
 use crate::device_name::DeviceName;
+use crate::reader_core::{ApduError, IfdCore, Power};
 
 /// How long closing may wait for the reader's thread to end.
 const CLOSE_BOUND: Duration = Duration::from_secs(5);
@@ -32,8 +33,8 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// The core, even if a thread panicked while holding it (every change
-    /// to it is a single assignment: it stays consistent).
+    /// The core, even if a thread panicked while holding it (nothing in
+    /// the core panics between the fields it changes together).
     fn core(&self) -> MutexGuard<'_, IfdCore> {
         self.core
             .lock()
@@ -54,7 +55,7 @@ impl Handle {
         for event in events {
             if self.events.try_send(event).is_err() {
                 warn!("the client's queue is full or closed; event dropped");
-                return Err(ApduError::Closed);
+                return Err(ApduError::Queue);
             }
         }
         Ok(())
@@ -77,7 +78,7 @@ impl Handle {
         let started = Instant::now();
         let (n, tpdu) = self.core().begin_apdu(apdu, started)?;
         if let Err(e) = self.send(vec![ModemEvent::Tpdu(tpdu)]) {
-            self.core().give_up(n, Instant::now(), false);
+            self.core().not_sent(n);
             return Err(e);
         }
         let deadline = started + self.apdu_timeout;
@@ -91,7 +92,10 @@ impl Handle {
                 .checked_duration_since(now)
                 .filter(|d| !d.is_zero())
             else {
-                core.give_up(n, now, true);
+                let reset = core.timed_out(n, now);
+                drop(core);
+                // Best effort: the card is gone for pcscd either way.
+                let _ = self.send(reset);
                 return Err(ApduError::Timeout);
             };
             core = match self.answered.wait_timeout(core, left) {
@@ -144,6 +148,10 @@ impl Reader {
         let (stop, stopped) = oneshot::channel();
         let (ended_tx, ended) = std::sync::mpsc::channel();
         let bridge = handle.clone();
+        let end = Ended {
+            handle: handle.clone(),
+            ended: ended_tx,
+        };
         let span = info_span!("ifd", lun = format_args!("{lun:#x}"), client = %name.client);
         let thread = std::thread::Builder::new()
             .name(format!("remsim-ifd-{lun:x}"))
@@ -168,7 +176,7 @@ impl Reader {
                 });
                 // Links and the bridge end with the runtime.
                 runtime.shutdown_timeout(Duration::from_secs(1));
-                let _ = ended_tx.send(());
+                drop(end);
             })?;
         Ok(Reader {
             handle,
@@ -187,15 +195,34 @@ impl Reader {
             let _ = stop.send(());
         }
         match self.ended.recv_timeout(CLOSE_BOUND) {
-            Ok(()) => {
+            // Ended, or gone in a panic: joining returns at once.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
                 if let Some(thread) = self.thread.take() {
                     let _ = thread.join();
                 }
             }
             // The library stays mapped (-z nodelete): a thread left behind
             // cannot run unmapped code.
-            Err(_) => warn!(bound = ?CLOSE_BOUND, "the reader's thread did not end; left behind"),
+            Err(RecvTimeoutError::Timeout) => {
+                warn!(bound = ?CLOSE_BOUND, "the reader's thread did not end; left behind")
+            }
         }
+    }
+}
+
+/// Dropped when the reader's thread ends, however (a stop, a client that
+/// gave up, a panic): the reader shows no card any more and a waiting APDU
+/// ends, rather than a card that looks present and never answers.
+struct Ended {
+    handle: Arc<Handle>,
+    ended: std::sync::mpsc::Sender<()>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.handle.core().close();
+        self.handle.answered.notify_all();
+        let _ = self.ended.send(());
     }
 }
 

@@ -6,8 +6,8 @@
 //! local readers, sees a card vanish when its map is deleted and come back
 //! when it is recreated, and again across a bankd restart. A DEVICENAME
 //! without port, an unreachable server and a pcscd closing its readers during an APDU
-//! do not crash pcscd. Needs root, pcscd and iproute2 (`.ci/run` installs
-//! them).
+//! do not crash pcscd. Needs root, pcscd, vsmartcard-vpcd (the namespace
+//! helper checks for it) and iproute2 (`.ci/run` installs them).
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -205,14 +205,14 @@ fn inside_namespace() {
     // pcscd closes its readers while an APDU waits for a bankd that does
     // not answer.
     let pid = bankd.0.id().to_string();
-    let stop = |signal: &str| {
+    let signal = |signal: &str| {
         let ok = Command::new("kill")
             .args([signal, &pid])
             .status()
             .expect("kill");
         assert!(ok.success(), "kill {signal} {pid}");
     };
-    stop("-STOP");
+    signal("-STOP");
     let waiting = std::thread::spawn(move || tx(&card_a, SELECT_ICCID));
     let started = std::time::Instant::now();
     while !unread_at(9999) {
@@ -239,7 +239,7 @@ fn inside_namespace() {
         waiting.join().expect("thread").is_err(),
         "no answer for the APDU"
     );
-    stop("-CONT");
+    signal("-CONT");
     let log = std::fs::read_to_string(dir.join("pcscd.log")).expect("pcscd log");
     assert!(log.contains("remsim reader closed"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,9 +7,14 @@
 //! * Presence: the card is in the reader while the main state machine has
 //!   it inserted (bankd connected, OPERATIONAL) **and** the bank sent its
 //!   ATR since; not the C handler's `3B 00` placeholder (spec
-//!   ifd-handler.md §4.4). After an APDU the bank left unanswered the card
-//!   is reported gone for [`GONE_AFTER_TIMEOUT`], so that pcscd and the
-//!   application start again from a reset.
+//!   ifd-handler.md §4.4).
+//! * An APDU the bank leaves unanswered: the card is powered off at the
+//!   bank (a cold reset there) and reported gone, so that pcscd and the
+//!   application start again from a reset. It stays gone until the late
+//!   answer has come and been dropped, the bankd link changed, or
+//!   [`STALE_WAIT`] passed; at least [`GONE_AFTER_TIMEOUT`], so that pcscd's
+//!   presence poll sees it. RSPRO TPDUs carry no number: an answer that
+//!   came late while a new APDU was out would be taken for that APDU's.
 //! * Power: up, down and reset become ClientSlotStatusInd through the main
 //!   state machine, as the other frontends' power changes do.
 //! * APDUs: one at a time, T=0 short: a 4-byte case-1 command gets its
@@ -24,23 +29,28 @@ use rspro::pdu::TPDU_LEN;
 
 use crate::abi::MAX_ATR_SIZE;
 
-/// How long the card stays away after an APDU that was not answered.
+/// How long the card stays away at least after an APDU that was not
+/// answered (pcscd polls presence every 400 ms).
 pub const GONE_AFTER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the card stays away at most while the late answer is awaited.
+pub const STALE_WAIT: Duration = Duration::from_secs(10);
 
-/// Why an APDU got no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a call could not do what pcscd asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApduError {
-    /// No card (no map, bankd not connected, or just timed out).
+    #[error("no card (no slot map, or its bankd not connected)")]
     NotPresent,
-    /// A length T=0 short APDUs cannot have.
+    #[error("an APDU of {0} bytes: T=0 short APDUs have 4 to 260")]
     Length(usize),
-    /// The main state machine did not forward it (not operational).
+    #[error("the client did not forward the APDU (not operational)")]
     Refused,
-    /// The card went away while the APDU was out.
+    #[error("the card went away while the APDU was out")]
     CardGone,
-    /// The bank did not answer in time.
+    #[error("the bank did not answer in time")]
     Timeout,
-    /// The reader is being closed.
+    #[error("the client's queue is full or gone")]
+    Queue,
+    #[error("the reader is closed")]
     Closed,
 }
 
@@ -60,6 +70,9 @@ pub struct IfdCore {
     atr: Option<Vec<u8>>,
     /// The card is reported gone until then (after an unanswered APDU).
     gone_until: Option<Instant>,
+    /// The answer to an APDU given up on may still come; the card stays
+    /// gone until it has, or until then.
+    stale_until: Option<Instant>,
     /// The APDU out, by its number, and its answer once it came.
     pending: Option<u64>,
     answer: Option<(u64, Result<Vec<u8>, ApduError>)>,
@@ -80,11 +93,14 @@ impl IfdCore {
                 self.inserted = true;
                 // The placeholder came before the insert; the bank's ATR follows.
                 self.atr = None;
+                // A new bankd link: no late answer can come on it.
+                self.stale_until = None;
                 false
             }
             FrontendCmd::CardInsert(false) => {
                 self.inserted = false;
                 self.atr = None;
+                self.stale_until = None;
                 self.settle(Err(ApduError::CardGone))
             }
             FrontendCmd::SetAtr(atr) if self.inserted && !atr.is_empty() => {
@@ -106,8 +122,12 @@ impl IfdCore {
                 self.answer = Some((n, result));
                 true
             }
-            // A late answer to an APDU given up on: dropped.
-            None => false,
+            // The late answer to an APDU given up on: dropped, and the
+            // card may come back.
+            None => {
+                self.stale_until = None;
+                false
+            }
         }
     }
 
@@ -117,6 +137,7 @@ impl IfdCore {
             && self.inserted
             && self.atr.is_some()
             && self.gone_until.is_none_or(|until| now >= until)
+            && self.stale_until.is_none_or(|until| now >= until)
     }
 
     /// The card's ATR, while it is present.
@@ -188,16 +209,24 @@ impl IfdCore {
         }
     }
 
-    /// APDU `n` could not be sent, or got no answer by its deadline
-    /// (`now`): it is given up, and after a timeout the card goes away for
-    /// a moment.
-    pub fn give_up(&mut self, n: u64, now: Instant, timed_out: bool) {
+    /// APDU `n` could not be sent: it is given up.
+    pub fn not_sent(&mut self, n: u64) {
         if self.pending == Some(n) {
             self.pending = None;
         }
-        if timed_out {
-            self.gone_until = Some(now + GONE_AFTER_TIMEOUT);
+    }
+
+    /// APDU `n` got no answer by its deadline, `now`: it is given up, the
+    /// card goes away until its answer is no longer awaited, and the bank
+    /// is told to power it off (the modem events to send).
+    pub fn timed_out(&mut self, n: u64, now: Instant) -> Vec<ModemEvent> {
+        if self.pending != Some(n) {
+            return Vec::new();
         }
+        self.pending = None;
+        self.gone_until = Some(now + GONE_AFTER_TIMEOUT);
+        self.stale_until = Some(now + STALE_WAIT);
+        vec![ModemEvent::Status(power_off())]
     }
 
     /// The reader is being closed: no card, and a waiting APDU ends.
@@ -293,22 +322,57 @@ mod tests {
         assert_eq!(core.take_answer(n), Some(Err(ApduError::Refused)));
     }
 
-    #[test]
-    fn a_late_answer_is_dropped_and_the_card_goes_away_for_a_moment() {
-        let t0 = Instant::now();
+    fn present_with_atr() -> IfdCore {
         let mut core = IfdCore::new();
         operational(&mut core);
         core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        core
+    }
+
+    #[test]
+    fn after_a_timeout_the_card_is_reset_and_away_until_the_late_answer() {
+        let t0 = Instant::now();
+        let mut core = present_with_atr();
         let (n, _) = core.begin_apdu(&[0; 5], t0).expect("sent");
-        core.give_up(n, t0, true);
-        assert!(!core.present(t0));
-        assert!(!core.on_command(FrontendCmd::Tpdu(vec![0x90, 0])), "late");
-        let later = t0 + GONE_AFTER_TIMEOUT;
-        assert!(core.present(later));
-        let (m, _) = core.begin_apdu(&[0; 5], later).expect("sent");
-        assert_eq!(core.take_answer(m), None, "not the late answer");
+        assert_eq!(
+            core.timed_out(n, t0),
+            vec![ModemEvent::Status(power_off())],
+            "a cold reset at the bank"
+        );
+        let after_poll = t0 + GONE_AFTER_TIMEOUT;
+        assert!(!core.present(after_poll), "the late answer may still come");
+        assert_eq!(
+            core.begin_apdu(&[0; 5], after_poll),
+            Err(ApduError::NotPresent),
+            "no APDU could take it for its own"
+        );
+        assert!(
+            !core.on_command(FrontendCmd::Tpdu(vec![0x90, 0])),
+            "late: dropped"
+        );
+        assert!(core.present(after_poll));
+        let (m, _) = core.begin_apdu(&[0; 5], after_poll).expect("sent");
+        assert_eq!(core.take_answer(m), None);
         core.on_command(FrontendCmd::Tpdu(vec![0x6A, 0x82]));
         assert_eq!(core.take_answer(m), Some(Ok(vec![0x6A, 0x82])));
+    }
+
+    #[test]
+    fn a_late_answer_that_never_comes_is_awaited_within_a_bound() {
+        let t0 = Instant::now();
+        let mut core = present_with_atr();
+        let (n, _) = core.begin_apdu(&[0; 5], t0).expect("sent");
+        core.timed_out(n, t0);
+        assert!(!core.present(t0 + STALE_WAIT - GONE_AFTER_TIMEOUT));
+        assert!(core.present(t0 + STALE_WAIT));
+        // Or a new bankd link: nothing late can come on it.
+        let mut core = present_with_atr();
+        let (n, _) = core.begin_apdu(&[0; 5], t0).expect("sent");
+        core.timed_out(n, t0);
+        core.on_command(FrontendCmd::CardInsert(false));
+        operational(&mut core);
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        assert!(core.present(t0 + GONE_AFTER_TIMEOUT));
     }
 
     #[test]
