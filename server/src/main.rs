@@ -246,7 +246,9 @@ async fn main() -> anyhow::Result<()> {
         .add_service(reflection_v1alpha)
         .into_axum_router();
     let app = api_port::router(grpc, inbox_tx.clone(), auth, metrics.clone());
-    drop(inbox_tx);
+    // Kept only to tell the service that the server stops; the service
+    // ends once every other sender is gone too.
+    let stop_tx = inbox_tx;
 
     let api_policy = Policy::new("api", args.api_max_connections);
     metrics.watch_port(&api_policy);
@@ -266,6 +268,12 @@ async fn main() -> anyhow::Result<()> {
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
+    // Before any connection closes (the inbox is served in order).
+    let stopping = stop_tx.send_timeout(service::Request::Stopping, Duration::from_secs(1));
+    if stopping.await.is_err() {
+        warn!("the service did not take the stop in time");
+    }
+    drop(stop_tx);
     let _ = shutdown_tx.send(true);
     // The whole shutdown takes at most 5 s: 4 for the tasks, the rest for
     // the database's last write and close.

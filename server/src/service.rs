@@ -70,6 +70,12 @@ pub enum Request {
     Closed {
         conn: ConnId,
     },
+    /// The server is about to close every connection: from now on a
+    /// closing connection changes nothing for the others. Otherwise a
+    /// bankd's connection closing first would send every client of its
+    /// cards a ConfigClientBankReq without a bankd, and a server restart
+    /// would take the cards from their modems.
+    Stopping,
     Timer {
         conn: ConnId,
         timer: Timer,
@@ -121,6 +127,9 @@ pub struct Service {
     events: broadcast::Sender<pb::Event>,
     probe_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The server is stopping: connections closing now are its own doing,
+    /// not peers going away.
+    stopping: bool,
 }
 
 fn slotmap_view(outcome: ApiOutcome) -> Result<pb::Slotmap, ServiceError> {
@@ -150,6 +159,7 @@ impl Service {
             store,
             conns: HashMap::new(),
             timers: DelayQueue::new(),
+            stopping: false,
             events: broadcast::channel(WATCH_BUFFER).0,
             probe_timeout,
             metrics,
@@ -260,9 +270,12 @@ impl Service {
             }
             Request::Closed { conn } => {
                 self.conns.remove(&conn);
-                let actions = self.engine.on_close(conn);
-                self.perform(actions).await;
+                if !self.stopping {
+                    let actions = self.engine.on_close(conn);
+                    self.perform(actions).await;
+                }
             }
+            Request::Stopping => self.stopping = true,
             Request::Timer { conn, timer } => {
                 let actions = self.engine.on_timer(conn, timer);
                 self.perform(actions).await;

@@ -424,6 +424,50 @@ async fn sigterm_shuts_down_gracefully() {
     assert_eq!(seen, vec![ServingStatus::NotServing as i32]);
 }
 
+/// A server stopping on SIGTERM (an upgrade, a rolling restart) leaves its
+/// clients configured: whatever order its connections close in, no client
+/// hears that its bankd is gone, so no modem loses its card.
+#[tokio::test]
+async fn sigterm_leaves_clients_with_their_bankd() {
+    let dir = TempDir::new("sigterm-clients");
+    let mut server = Server::start(&dir.path("db")).await;
+    let mut bank = bankd(&server, 1, 8).await;
+    let mut clients = Vec::new();
+    for id in 0..4 {
+        clients.push(client(&server, ClientSlot::new(60 + id, 0)).await);
+    }
+    let mut api = server.api().await;
+    for id in 0..4 {
+        api.create_slotmap(pb::CreateSlotmapRequest::new((1, id), (60 + id, 0)))
+            .await
+            .expect("created");
+        let pdu = bank.recv().await;
+        assert!(matches!(pdu.msg, Msg::CreateMappingReq(_)), "{pdu:?}");
+        bank.send(&RsproPdu::create_mapping_res(ResultCode::Ok))
+            .await;
+    }
+    for c in &mut clients {
+        let pdu = c.recv().await;
+        let Msg::ConfigClientBankReq(m) = pdu.msg else {
+            panic!("ConfigClientBankReq expected, got {pdu:?}")
+        };
+        assert_ne!(m.bankd.port, 0, "{m:?}");
+    }
+    assert!(server.terminate().success());
+    for c in &mut clients {
+        // Everything the client got until its connection closed.
+        while let Some(der) = c.next_rspro(GUARD).await {
+            let decoded = rspro::decode(&der).expect("decodes");
+            if let rspro::Pdu::Known(p) = decoded.pdu {
+                assert!(
+                    !matches!(p.msg, Msg::ConfigClientBankReq(_)),
+                    "a client was reconfigured while the server stopped: {p:?}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn reflection_v1_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
