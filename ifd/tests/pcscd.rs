@@ -28,20 +28,23 @@ const INNER: &str = "REMSIM_IFD_PCSCD_TEST_INNER";
 const SELECT_ICCID: &str = "00a4000c022fe2";
 const READ_ICCID: &str = "00b000000a";
 
-/// The driver this test run built (a cdylib of this package).
+/// The driver this test run built (a cdylib of this package): cargo test
+/// leaves it beside the test binary in deps/; cargo build also in the
+/// profile's folder.
 fn driver() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
-    let so = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join("libifd_remsim_client.so");
-    assert!(
-        so.exists(),
-        "{} missing: cargo build -p remsim-ifd",
-        so.display()
-    );
-    so
+    let deps = exe.parent().expect("deps folder");
+    let candidates = [
+        deps.to_path_buf(),
+        deps.parent().expect("profile folder").to_path_buf(),
+    ];
+    candidates
+        .iter()
+        .map(|dir| dir.join("libifd_remsim_client.so"))
+        .find(|so| so.exists())
+        .unwrap_or_else(|| {
+            panic!("libifd_remsim_client.so not in {candidates:?}: cargo build -p remsim-ifd")
+        })
 }
 
 /// Installs the driver under `root` as an operator would, with the entry
