@@ -1,6 +1,15 @@
 //! The IPA keep-alive of libosmo-netif as a sans-I/O state machine: PING at
 //! once, peer dead if no PONG within `timeout`, next PING `interval` after
 //! the PONG (so the period is interval + round trip, as in the C suite).
+//!
+//! The accepting side of a link (the server, a bankd's client port) is
+//! [`Keepalive::deferring`]: a frame from the peer proves it alive, so its
+//! next PING waits until `interval` + a tenth of it after the peer's last
+//! frame. A peer that runs its own keep-alive (every C and remsim client
+//! and bankd does; its period is `interval` + its round trip) is then never
+//! pinged back, which halves the keep-alive traffic of an idle fleet; a
+//! peer that goes silent is pinged and found dead as before, a tenth of
+//! the interval later at most.
 
 use std::time::Duration;
 
@@ -60,6 +69,8 @@ pub enum KeepaliveAction {
 pub struct Keepalive {
     config: KeepaliveConfig,
     state: State,
+    /// Frames from the peer put our next PING off (the accepting side).
+    deferring: bool,
 }
 
 impl Keepalive {
@@ -68,6 +79,35 @@ impl Keepalive {
         Keepalive {
             config,
             state: State::awaiting(now + config.timeout),
+            deferring: false,
+        }
+    }
+
+    /// From now on frames from the peer put our next PING off (see the
+    /// module's comment).
+    pub fn deferring(mut self) -> Self {
+        self.deferring = true;
+        self
+    }
+
+    /// A frame from the peer arrived at `now`.
+    pub fn on_frame(&mut self, now: Instant) {
+        let idle = self.config.interval + self.slack();
+        if let State::Idle { next_ping } = &mut self.state
+            && self.deferring
+        {
+            *next_ping = (*next_ping).max(now + idle);
+        }
+    }
+
+    /// What a deferring side waits beyond the interval: the peer's own
+    /// PING, due an interval after its PONG, comes first even when both
+    /// sides' PINGs crossed (else the two would stay in step for ever).
+    fn slack(&self) -> Duration {
+        if self.deferring {
+            self.config.interval / 10
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -85,7 +125,7 @@ impl Keepalive {
             }
             State::AwaitingPong { .. } => {
                 self.state = State::Idle {
-                    next_ping: now + self.config.interval,
+                    next_ping: now + self.config.interval + self.slack(),
                 };
             }
             State::Idle { .. } => {}
@@ -170,6 +210,43 @@ mod tests {
         let t1 = t0 + Duration::from_millis(30_005);
         assert_eq!(ka.on_deadline(t1), Some(KeepaliveAction::SendPing));
         assert_eq!(ka.deadline(), t1 + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_peer_that_pings_itself_is_not_pinged_back_when_deferring() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut ka = Keepalive::start(cfg(), t0).deferring();
+        // The two first PINGs cross; the PONGs too.
+        ka.on_frame(t0);
+        ka.on_pong(t0);
+        assert_eq!(ka.deadline(), t0 + s(33));
+        // The peer pings every 30 s + its round trip: our PING never falls due.
+        for k in 1..10u32 {
+            let ping = t0 + s(30) * k + Duration::from_millis(5) * k;
+            assert_eq!(
+                ka.on_deadline(ping - Duration::from_millis(1)),
+                None,
+                "cycle {k}"
+            );
+            ka.on_frame(ping);
+        }
+        // Silent from the last frame on: our PING 33 s later, dead 10 s after it.
+        let last = t0 + s(30) * 9 + Duration::from_millis(45);
+        assert_eq!(ka.deadline(), last + s(33));
+        assert_eq!(
+            ka.on_deadline(last + s(33)),
+            Some(KeepaliveAction::SendPing)
+        );
+        assert_eq!(
+            ka.on_deadline(last + s(43)),
+            Some(KeepaliveAction::PeerDead)
+        );
+        // Not deferring (the connecting side): frames change nothing.
+        let mut ka = Keepalive::start(cfg(), t0);
+        ka.on_pong(t0);
+        ka.on_frame(t0 + s(29));
+        assert_eq!(ka.deadline(), t0 + s(30));
     }
 
     #[test]

@@ -247,7 +247,13 @@ impl Connection {
             peer,
         };
         if let Some(ka) = config.keepalive {
-            conn.keepalive = Some(Keepalive::start(ka, Instant::now()));
+            let ka = Keepalive::start(ka, Instant::now());
+            // The accepting side: peers keep their own keep-alive running.
+            conn.keepalive = Some(if config.role == Role::Client {
+                ka
+            } else {
+                ka.deferring()
+            });
             conn.writer.send(Frame::Ccm(Ccm::Ping)).await?;
         }
         Ok(conn)
@@ -329,9 +335,15 @@ impl Connection {
                 frame = self.reader.next() => match frame {
                     None => return Err(LinkError::Closed),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(Frame::Ccm(ccm))) => self.on_ccm(ccm)?,
+                    Some(Ok(Frame::Ccm(ccm))) => {
+                        self.heard();
+                        self.on_ccm(ccm)?
+                    }
                     Some(Ok(Frame::Rspro(bytes))) => match codec::decode(&bytes) {
-                        Ok(decoded) => return Ok(Inbound::Pdu(decoded)),
+                        Ok(decoded) => {
+                            self.heard();
+                            return Ok(Inbound::Pdu(decoded));
+                        }
                         Err(e) if self.config.on_bad_pdu == OnBadPdu::DropFrame => {
                             warn!(peer = %self.peer, error = %e, pdu = %hex::encode(&bytes), "dropping undecodable PDU");
                         }
@@ -342,6 +354,13 @@ impl Connection {
                     self.on_keepalive_deadline()?;
                 }
             }
+        }
+    }
+
+    /// A frame came from the peer: it is alive (see `Keepalive::deferring`).
+    fn heard(&mut self) {
+        if let Some(ka) = self.keepalive.as_mut() {
+            ka.on_frame(Instant::now());
         }
     }
 
