@@ -38,6 +38,15 @@ pub const TAG_IFD_SLOT_THREAD_SAFE: Dword = 0x0FAC;
 pub const TAG_IFD_THREAD_SAFE: Dword = 0x0FAD;
 pub const TAG_IFD_SLOTS_NUMBER: Dword = 0x0FAE;
 pub const TAG_IFD_SIMULTANEOUS_ACCESS: Dword = 0x0FAF;
+pub const TAG_IFD_STOP_POLLING_THREAD: Dword = 0x0FB2;
+pub const TAG_IFD_POLLING_THREAD_WITH_TIMEOUT: Dword = 0x0FB3;
+
+/// What TAG_IFD_POLLING_THREAD_WITH_TIMEOUT hands pcscd: its event thread
+/// calls it with the reader's Lun and a timeout in ms.
+pub type PollFn = extern "C" fn(Dword, std::ffi::c_int) -> ResponseCode;
+/// What TAG_IFD_STOP_POLLING_THREAD hands pcscd: called with the Lun
+/// before the reader goes, to end a wait in `PollFn`.
+pub type StopPollFn = extern "C" fn(Dword) -> ResponseCode;
 
 /// The longest ATR pcscd takes (ISO 7816-3: 33 bytes).
 pub const MAX_ATR_SIZE: usize = 33;

@@ -6,6 +6,10 @@
 //! of its own ([`reader`]: remsim-client's driver and main state machine on
 //! a thread of its own), its logic in [`reader_core`].
 //!
+//! pcscd's event thread waits in [`card_event`] (handed over as
+//! TAG_IFD_POLLING_THREAD_WITH_TIMEOUT) until the card comes or goes, and
+//! is let go by [`stop_card_events`] (TAG_IFD_STOP_POLLING_THREAD).
+//!
 //! This file holds the exported functions: each checks its pointers,
 //! never lets a panic reach pcscd, and returns within a bound (an APDU
 //! within `REMSIM_IFD_APDU_TIMEOUT`, everything else without waiting for
@@ -25,7 +29,7 @@ pub mod reader;
 pub mod reader_core;
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_int};
 use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
@@ -239,6 +243,12 @@ pub unsafe extern "C" fn IFDHGetCapabilities(
             TAG_IFD_THREAD_SAFE => vec![1],
             TAG_IFD_SLOT_THREAD_SAFE => vec![0],
             TAG_IFD_SLOTNUM => vec![0],
+            TAG_IFD_POLLING_THREAD_WITH_TIMEOUT => {
+                (card_event as PollFn as usize).to_ne_bytes().to_vec()
+            }
+            TAG_IFD_STOP_POLLING_THREAD => (stop_card_events as StopPollFn as usize)
+                .to_ne_bytes()
+                .to_vec(),
             _ => {
                 unsafe { *length = 0 };
                 return IFD_ERROR_TAG;
@@ -408,8 +418,31 @@ pub unsafe extern "C" fn IFDHControl(
     IFD_ERROR_NOT_SUPPORTED
 }
 
-/// Answered from the reader's state, without waiting for the network:
-/// pcscd polls it every 400 ms.
+/// pcscd's event thread for reader `lun`: returns once the card came or
+/// went since pcscd last asked [`IFDHICCPresence`], when the reader closes
+/// or pcscd stops the thread, or after `timeout_ms`.
+pub extern "C" fn card_event(lun: Dword, timeout_ms: c_int) -> ResponseCode {
+    guarded("card event", || {
+        let Some(h) = handle(lun) else {
+            return IFD_NO_SUCH_DEVICE;
+        };
+        let bound = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+        h.wait_for_change(bound);
+        IFD_SUCCESS
+    })
+}
+
+/// Lets pcscd's event thread for `lun` go, before the reader is closed.
+pub extern "C" fn stop_card_events(lun: Dword) -> ResponseCode {
+    guarded("stop card events", || {
+        if let Some(h) = handle(lun) {
+            h.stop_polling();
+        }
+        IFD_SUCCESS
+    })
+}
+
+/// Answered from the reader's state, without waiting for the network.
 #[unsafe(no_mangle)]
 pub extern "C" fn IFDHICCPresence(lun: Dword) -> ResponseCode {
     guarded("IFDHICCPresence", || match handle(lun) {
@@ -467,6 +500,33 @@ mod tests {
             unsafe { IFDHGetCapabilities(5 << 16, TAG_IFD_ATR, &mut length, value.as_mut_ptr()) };
         assert_eq!((rc, length), (IFD_NO_SUCH_DEVICE, 0));
         assert_eq!(IFDHICCPresence(5 << 16), IFD_NO_SUCH_DEVICE);
+        // pcscd's event thread gets our wait and stop functions.
+        let mut ptr = [0u8; 8];
+        let mut length: Dword = 8;
+        let rc = unsafe {
+            IFDHGetCapabilities(
+                0,
+                TAG_IFD_POLLING_THREAD_WITH_TIMEOUT,
+                &mut length,
+                ptr.as_mut_ptr(),
+            )
+        };
+        assert_eq!((rc, length), (IFD_SUCCESS, 8));
+        assert_eq!(usize::from_ne_bytes(ptr), card_event as PollFn as usize);
+        let rc = unsafe {
+            IFDHGetCapabilities(
+                0,
+                TAG_IFD_STOP_POLLING_THREAD,
+                &mut length,
+                ptr.as_mut_ptr(),
+            )
+        };
+        assert_eq!((rc, length), (IFD_SUCCESS, 8));
+        assert_eq!(
+            usize::from_ne_bytes(ptr),
+            stop_card_events as StopPollFn as usize
+        );
+        assert_eq!(card_event(5 << 16, 10), IFD_NO_SUCH_DEVICE);
         // A NULL buffer is refused, not written.
         let rc = unsafe {
             IFDHGetCapabilities(

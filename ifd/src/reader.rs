@@ -27,7 +27,9 @@ const CLOSE_BOUND: Duration = Duration::from_secs(5);
 /// What pcscd's calls share with the reader's thread.
 pub struct Handle {
     core: Mutex<IfdCore>,
-    answered: Condvar,
+    /// Notified on every change of the core: an answer, a card in or out,
+    /// a close, a stop of pcscd's event thread.
+    changed: Condvar,
     events: mpsc::Sender<ModemEvent>,
     apdu_timeout: Duration,
 }
@@ -41,8 +43,36 @@ impl Handle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// IFDHICCPresence (remembered: see [`Handle::wait_for_change`]).
     pub fn present(&self) -> bool {
-        self.core().present(Instant::now())
+        self.core().report(Instant::now())
+    }
+
+    /// pcscd's event thread: returns once presence differs from what
+    /// pcscd was last told, the reader closes or pcscd stops the thread,
+    /// or after `bound`.
+    pub fn wait_for_change(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let mut core = self.core();
+        loop {
+            let now = Instant::now();
+            if core.poll_over(now) || now >= deadline {
+                return;
+            }
+            // Woken by any change; an absence may also end by itself.
+            let until = core.next_change(now).map_or(deadline, |t| t.min(deadline));
+            core = match self.changed.wait_timeout(core, until - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// pcscd stops the reader's event thread: a wait ends now, and no more
+    /// start.
+    pub fn stop_polling(&self) {
+        self.core().stop_polling();
+        self.changed.notify_all();
     }
 
     pub fn atr(&self) -> Option<Vec<u8>> {
@@ -98,7 +128,7 @@ impl Handle {
                 let _ = self.send(reset);
                 return Err(ApduError::Timeout);
             };
-            core = match self.answered.wait_timeout(core, left) {
+            core = match self.changed.wait_timeout(core, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -121,7 +151,7 @@ impl Reader {
         let ((cmd_tx, event_rx), (mut cmd_rx, event_tx)) = frontend::channels();
         let handle = Arc::new(Handle {
             core: Mutex::new(IfdCore::new()),
-            answered: Condvar::new(),
+            changed: Condvar::new(),
             events: event_tx,
             apdu_timeout,
         });
@@ -164,9 +194,8 @@ impl Reader {
                     tokio::spawn(async move {
                         while let Some(cmd) = cmd_rx.recv().await {
                             log_command(&cmd);
-                            if bridge.core().on_command(cmd) {
-                                bridge.answered.notify_all();
-                            }
+                            bridge.core().on_command(cmd);
+                            bridge.changed.notify_all();
                         }
                     });
                     tokio::select! {
@@ -190,7 +219,7 @@ impl Reader {
     /// APDU ends at once.
     pub fn close(mut self) {
         self.handle.core().close();
-        self.handle.answered.notify_all();
+        self.handle.changed.notify_all();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -221,7 +250,7 @@ struct Ended {
 impl Drop for Ended {
     fn drop(&mut self) {
         self.handle.core().close();
-        self.handle.answered.notify_all();
+        self.handle.changed.notify_all();
         let _ = self.ended.send(());
     }
 }

@@ -12,9 +12,12 @@
 //!   bank (a cold reset there) and reported gone, so that pcscd and the
 //!   application start again from a reset. It stays gone until the late
 //!   answer has come and been dropped, the bankd link changed, or
-//!   [`STALE_WAIT`] passed; at least [`GONE_AFTER_TIMEOUT`], so that pcscd's
-//!   presence poll sees it. RSPRO TPDUs carry no number: an answer that
-//!   came late while a new APDU was out would be taken for that APDU's.
+//!   [`STALE_WAIT`] passed; at least [`GONE_AFTER_TIMEOUT`]. RSPRO TPDUs
+//!   carry no number: an answer that came late while a new APDU was out
+//!   would be taken for that APDU's.
+//! * Card events: pcscd's event thread waits in the driver (its polling
+//!   function) until presence differs from what pcscd was last told, so a
+//!   card shows the moment it is there, not at pcscd's next 400 ms poll.
 //! * Power: up, down and reset become ClientSlotStatusInd through the main
 //!   state machine, as the other frontends' power changes do.
 //! * APDUs: one at a time, T=0 short: a 4-byte case-1 command gets its
@@ -30,7 +33,7 @@ use rspro::pdu::TPDU_LEN;
 use crate::abi::MAX_ATR_SIZE;
 
 /// How long the card stays away at least after an APDU that was not
-/// answered (pcscd polls presence every 400 ms).
+/// answered: long enough for pcscd and the application to see it gone.
 pub const GONE_AFTER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the card stays away at most while the late answer is awaited.
 pub const STALE_WAIT: Duration = Duration::from_secs(10);
@@ -78,6 +81,10 @@ pub struct IfdCore {
     answer: Option<(u64, Result<Vec<u8>, ApduError>)>,
     next_apdu: u64,
     closed: bool,
+    /// The presence pcscd was last told.
+    reported: Option<bool>,
+    /// pcscd asked its event thread to stop waiting in the driver.
+    polling_stopped: bool,
 }
 
 impl IfdCore {
@@ -85,9 +92,8 @@ impl IfdCore {
         IfdCore::default()
     }
 
-    /// A command of the main state machine; true when a waiting call may
-    /// have its answer now.
-    pub fn on_command(&mut self, cmd: FrontendCmd) -> bool {
+    /// A command of the main state machine.
+    pub fn on_command(&mut self, cmd: FrontendCmd) {
         match cmd {
             FrontendCmd::CardInsert(true) => {
                 self.inserted = true;
@@ -95,7 +101,6 @@ impl IfdCore {
                 self.atr = None;
                 // A new bankd link: no late answer can come on it.
                 self.stale_until = None;
-                false
             }
             FrontendCmd::CardInsert(false) => {
                 self.inserted = false;
@@ -107,28 +112,52 @@ impl IfdCore {
                 let mut atr = atr;
                 atr.truncate(MAX_ATR_SIZE);
                 self.atr = Some(atr);
-                false
             }
             FrontendCmd::Tpdu(response) => self.settle(Ok(response)),
             FrontendCmd::TpduRefused(_) => self.settle(Err(ApduError::Refused)),
-            FrontendCmd::SetAtr(_) | FrontendCmd::SimRemote(_) | FrontendCmd::ModemReset => false,
+            FrontendCmd::SetAtr(_) | FrontendCmd::SimRemote(_) | FrontendCmd::ModemReset => {}
         }
     }
 
     /// The answer for the APDU out, if one is.
-    fn settle(&mut self, result: Result<Vec<u8>, ApduError>) -> bool {
+    fn settle(&mut self, result: Result<Vec<u8>, ApduError>) {
         match self.pending.take() {
-            Some(n) => {
-                self.answer = Some((n, result));
-                true
-            }
+            Some(n) => self.answer = Some((n, result)),
             // The late answer to an APDU given up on: dropped, and the
             // card may come back.
-            None => {
-                self.stale_until = None;
-                false
-            }
+            None => self.stale_until = None,
         }
+    }
+
+    /// IFDHICCPresence: whether pcscd sees a card at `now`, remembered as
+    /// what pcscd was last told.
+    pub fn report(&mut self, now: Instant) -> bool {
+        let present = self.present(now);
+        self.reported = Some(present);
+        present
+    }
+
+    /// Whether pcscd's event thread is to return from the driver at `now`:
+    /// presence changed since the last report, or waiting is over.
+    pub fn poll_over(&self, now: Instant) -> bool {
+        self.closed
+            || self.polling_stopped
+            || self.reported.is_none_or(|told| told != self.present(now))
+    }
+
+    /// When presence changes by itself next (an absence after a timeout
+    /// running out), if it will after `now`.
+    pub fn next_change(&self, now: Instant) -> Option<Instant> {
+        [self.gone_until, self.stale_until]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// pcscd stops the reader's event thread: no more waiting.
+    pub fn stop_polling(&mut self) {
+        self.polling_stopped = true;
     }
 
     /// Whether pcscd sees a card at `now`.
@@ -309,7 +338,7 @@ mod tests {
             .expect("sent");
         assert_eq!(tpdu, vec![0xA0, 0xA4, 0, 0, 2, 0x3F, 0]);
         assert_eq!(core.take_answer(n), None);
-        assert!(core.on_command(FrontendCmd::Tpdu(vec![0x9F, 0x16])));
+        core.on_command(FrontendCmd::Tpdu(vec![0x9F, 0x16]));
         assert_eq!(core.take_answer(n), Some(Ok(vec![0x9F, 0x16])));
         // Case 1: P3 added; lengths T=0 cannot carry: refused here.
         let (_, tpdu) = core.begin_apdu(&[0, 0x70, 0, 0], now).expect("case 1");
@@ -346,10 +375,8 @@ mod tests {
             Err(ApduError::NotPresent),
             "no APDU could take it for its own"
         );
-        assert!(
-            !core.on_command(FrontendCmd::Tpdu(vec![0x90, 0])),
-            "late: dropped"
-        );
+        // Late: dropped (the next APDU below does not get it).
+        core.on_command(FrontendCmd::Tpdu(vec![0x90, 0]));
         assert!(core.present(after_poll));
         let (m, _) = core.begin_apdu(&[0; 5], after_poll).expect("sent");
         assert_eq!(core.take_answer(m), None);
@@ -376,13 +403,45 @@ mod tests {
     }
 
     #[test]
+    fn pcscds_event_thread_waits_for_a_change_of_what_it_was_told() {
+        let t0 = Instant::now();
+        let mut core = IfdCore::new();
+        assert!(core.poll_over(t0), "nothing told yet: pcscd asks first");
+        assert!(!core.report(t0));
+        assert!(!core.poll_over(t0));
+        operational(&mut core);
+        assert!(!core.poll_over(t0), "no card before the bank's ATR");
+        core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
+        assert!(core.poll_over(t0), "the card is there");
+        assert!(core.report(t0));
+        assert!(!core.poll_over(t0));
+        // A timeout takes the card away, then time brings it back.
+        let (n, _) = core.begin_apdu(&[0; 5], t0).expect("sent");
+        core.timed_out(n, t0);
+        assert!(core.poll_over(t0));
+        assert!(!core.report(t0));
+        assert_eq!(core.next_change(t0), Some(t0 + GONE_AFTER_TIMEOUT));
+        assert_eq!(
+            core.next_change(t0 + GONE_AFTER_TIMEOUT),
+            Some(t0 + STALE_WAIT)
+        );
+        assert!(!core.poll_over(t0 + GONE_AFTER_TIMEOUT));
+        assert!(core.poll_over(t0 + STALE_WAIT));
+        assert_eq!(core.next_change(t0 + STALE_WAIT), None);
+        // pcscd stops its event thread.
+        core.report(t0 + STALE_WAIT);
+        core.stop_polling();
+        assert!(core.poll_over(t0 + STALE_WAIT));
+    }
+
+    #[test]
     fn removal_or_close_ends_a_waiting_apdu() {
         let now = Instant::now();
         let mut core = IfdCore::new();
         operational(&mut core);
         core.on_command(FrontendCmd::SetAtr(ATR.to_vec()));
         let (n, _) = core.begin_apdu(&[0; 5], now).expect("sent");
-        assert!(core.on_command(FrontendCmd::CardInsert(false)));
+        core.on_command(FrontendCmd::CardInsert(false));
         assert_eq!(core.take_answer(n), Some(Err(ApduError::CardGone)));
 
         operational(&mut core);

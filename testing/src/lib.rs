@@ -572,20 +572,6 @@ pub mod pcscd {
     }
 }
 
-/// Whether a TCP socket on local `port` (IPv4) holds received bytes that
-/// nobody has read: a request waiting in a stopped (SIGSTOP) peer.
-pub fn unread_at(port: u16) -> bool {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port = format!("{port:04X}");
-    tcp.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let local_port = f.get(1).and_then(|a| a.rsplit(':').next());
-        let rx_queue = f.get(4).and_then(|q| q.rsplit(':').next());
-        local_port == Some(port.as_str())
-            && rx_queue.is_some_and(|q| !q.trim_start_matches('0').is_empty())
-    })
-}
-
 /// Certificates for TLS tests, made in-process (rcgen): a CA, a server
 /// certificate for 127.0.0.1 and localhost, and a client certificate, as
 /// PEM files in a directory.
