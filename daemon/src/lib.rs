@@ -119,6 +119,8 @@ pub enum LogFormat {
 }
 
 /// Sets up logging with a tracing filter (`info`, `debug`, `remsim_server=debug`, ...).
+/// An error, not a panic, if the process has a subscriber already (the
+/// PC/SC driver runs inside pcscd, which may host other Rust code).
 pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter).with_context(|| format!("log filter {filter:?}"))?;
     // Colour only on a terminal, and never when NO_COLOR is set (no-color.org).
@@ -128,10 +130,10 @@ pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
         .with_ansi(colour)
         .with_env_filter(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
     }
-    Ok(())
+    .map_err(|e| anyhow::anyhow!("logging set up twice: {e}"))
 }
 
 /// Something SIGHUP re-reads from disk (certificates, tokens).

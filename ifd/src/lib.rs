@@ -30,11 +30,11 @@ pub mod reader_core;
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, c_char, c_int};
-use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
+use remsim_daemon::LogFormat;
 use tracing::{error, info, warn};
 
 use crate::abi::*;
@@ -79,44 +79,34 @@ fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let filter = std::env::var("REMSIM_IFD_LOG").unwrap_or_else(|_| "info".into());
-        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        let builder = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_ansi(colour)
-            .with_env_filter(filter);
-        // Another subscriber in the process (a Rust host) is kept.
-        let _ = match std::env::var("REMSIM_IFD_LOG_FORMAT").as_deref() {
-            Ok("json") => builder.json().try_init(),
-            _ => builder.try_init(),
+        let format = match std::env::var("REMSIM_IFD_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            _ => LogFormat::Text,
         };
+        // A bad filter falls back to info; a subscriber that a Rust host
+        // of ours set up already is kept.
+        if remsim_daemon::init_logging(&filter, format).is_err() {
+            let _ = remsim_daemon::init_logging("info", format);
+        }
     });
 }
 
-/// `REMSIM_IFD_APDU_TIMEOUT`: "10s", "1500ms", "2m".
+/// `REMSIM_IFD_APDU_TIMEOUT` ("10s", "1500ms"; more than 0, at most an hour).
 fn apdu_timeout() -> Duration {
     let Ok(text) = std::env::var("REMSIM_IFD_APDU_TIMEOUT") else {
         return DEFAULT_APDU_TIMEOUT;
     };
-    parse_duration(&text).unwrap_or_else(|| {
+    bounded_timeout(&text).unwrap_or_else(|| {
         warn!(value = %text, default = ?DEFAULT_APDU_TIMEOUT,
-            "REMSIM_IFD_APDU_TIMEOUT is not a duration from 1ms to 60m (10s, 1500ms)");
+            "REMSIM_IFD_APDU_TIMEOUT is not a duration from 1ms to 1h (10s, 1500ms)");
         DEFAULT_APDU_TIMEOUT
     })
 }
 
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = number.parse().ok()?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60)?),
-        _ => return None,
-    };
-    (!d.is_zero() && d <= Duration::from_secs(3600)).then_some(d)
+fn bounded_timeout(text: &str) -> Option<Duration> {
+    remsim_daemon::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
 }
 
 /// Opens the reader that a reader.conf entry describes: DEVICENAME
@@ -465,11 +455,11 @@ mod tests {
 
     #[test]
     fn apdu_timeouts_are_bounded_durations() {
-        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        for bad in ["", "10", "s", "0s", "2h", "99999999999999999999s", "61m"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+        assert_eq!(bounded_timeout("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(bounded_timeout("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(bounded_timeout("2m"), Some(Duration::from_secs(120)));
+        for bad in ["", "s", "0s", "2h", "99999999999999999999s", "61m"] {
+            assert_eq!(bounded_timeout(bad), None, "{bad}");
         }
     }
 

@@ -259,11 +259,7 @@ fn log_command(cmd: &FrontendCmd) {
     match cmd {
         FrontendCmd::CardInsert(true) => info!("bankd connected; the card comes with its ATR"),
         FrontendCmd::CardInsert(false) => info!("card removed"),
-        FrontendCmd::SetAtr(atr) => info!(atr = %hex(atr), "ATR"),
+        FrontendCmd::SetAtr(atr) => info!(atr = %hex::encode(atr), "ATR"),
         _ => {}
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

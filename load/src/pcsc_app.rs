@@ -178,7 +178,7 @@ fn connect(reader: &CString, timeout: Duration) -> anyhow::Result<Connected> {
     let status = card
         .status2_owned()
         .with_context(|| format!("SCardStatus of {name:?}"))?;
-    let atr = status.atr().iter().map(|b| format!("{b:02x}")).collect();
+    let atr = hex::encode(status.atr());
     let protocol = match status.protocol2() {
         Some(pcsc::Protocol::T0) => "T=0",
         Some(pcsc::Protocol::T1) => "T=1",
