@@ -44,8 +44,8 @@ pub const TAG_IFD_POLLING_THREAD_WITH_TIMEOUT: Dword = 0x0FB3;
 /// What TAG_IFD_POLLING_THREAD_WITH_TIMEOUT hands pcscd: its event thread
 /// calls it with the reader's Lun and a timeout in ms.
 pub type PollFn = extern "C" fn(Dword, std::ffi::c_int) -> ResponseCode;
-/// What TAG_IFD_STOP_POLLING_THREAD hands pcscd: called with the Lun
-/// before the reader goes, to end a wait in `PollFn`.
+/// What TAG_IFD_STOP_POLLING_THREAD hands pcscd: called with the Lun to
+/// end a wait in `PollFn` (on SCardDisconnect, and before the reader goes).
 pub type StopPollFn = extern "C" fn(Dword) -> ResponseCode;
 
 /// The longest ATR pcscd takes (ISO 7816-3: 33 bytes).

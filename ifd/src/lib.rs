@@ -8,7 +8,8 @@
 //!
 //! pcscd's event thread waits in [`card_event`] (handed over as
 //! TAG_IFD_POLLING_THREAD_WITH_TIMEOUT) until the card comes or goes, and
-//! is let go by [`stop_card_events`] (TAG_IFD_STOP_POLLING_THREAD).
+//! is let go by [`stop_card_events`] (TAG_IFD_STOP_POLLING_THREAD), which
+//! pcscd calls on every SCardDisconnect and before a reader goes.
 //!
 //! This file holds the exported functions: each checks its pointers,
 //! never lets a panic reach pcscd, and returns within a bound (an APDU
@@ -410,7 +411,7 @@ pub unsafe extern "C" fn IFDHControl(
 
 /// pcscd's event thread for reader `lun`: returns once the card came or
 /// went since pcscd last asked [`IFDHICCPresence`], when the reader closes
-/// or pcscd stops the thread, or after `timeout_ms`.
+/// or pcscd interrupts the wait, or after `timeout_ms`.
 pub extern "C" fn card_event(lun: Dword, timeout_ms: c_int) -> ResponseCode {
     guarded("card event", || {
         let Some(h) = handle(lun) else {
@@ -422,11 +423,13 @@ pub extern "C" fn card_event(lun: Dword, timeout_ms: c_int) -> ResponseCode {
     })
 }
 
-/// Lets pcscd's event thread for `lun` go, before the reader is closed.
+/// Ends the wait of pcscd's event thread for `lun` (pcscd calls it on
+/// every SCardDisconnect, to wait again with another timeout, and before
+/// the reader goes).
 pub extern "C" fn stop_card_events(lun: Dword) -> ResponseCode {
     guarded("stop card events", || {
         if let Some(h) = handle(lun) {
-            h.stop_polling();
+            h.interrupt_wait();
         }
         IFD_SUCCESS
     })

@@ -28,7 +28,7 @@ const CLOSE_BOUND: Duration = Duration::from_secs(5);
 pub struct Handle {
     core: Mutex<IfdCore>,
     /// Notified on every change of the core: an answer, a card in or out,
-    /// a close, a stop of pcscd's event thread.
+    /// a close, an interruption of pcscd's event thread.
     changed: Condvar,
     events: mpsc::Sender<ModemEvent>,
     apdu_timeout: Duration,
@@ -49,14 +49,15 @@ impl Handle {
     }
 
     /// pcscd's event thread: returns once presence differs from what
-    /// pcscd was last told, the reader closes or pcscd stops the thread,
-    /// or after `bound`.
+    /// pcscd was last told, the reader closes or pcscd interrupts the
+    /// wait, or after `bound`.
     pub fn wait_for_change(&self, bound: Duration) {
         let deadline = Instant::now() + bound;
         let mut core = self.core();
         loop {
             let now = Instant::now();
             if core.poll_over(now) || now >= deadline {
+                core.end_wait();
                 return;
             }
             // Woken by any change; an absence may also end by itself.
@@ -68,10 +69,10 @@ impl Handle {
         }
     }
 
-    /// pcscd stops the reader's event thread: a wait ends now, and no more
-    /// start.
-    pub fn stop_polling(&self) {
-        self.core().stop_polling();
+    /// pcscd interrupts the wait of the reader's event thread (see
+    /// `IfdCore::interrupt_wait`).
+    pub fn interrupt_wait(&self) {
+        self.core().interrupt_wait();
         self.changed.notify_all();
     }
 
@@ -124,6 +125,8 @@ impl Handle {
             else {
                 let reset = core.timed_out(n, now);
                 drop(core);
+                // The card went: pcscd's event thread hears it now.
+                self.changed.notify_all();
                 // Best effort: the card is gone for pcscd either way.
                 let _ = self.send(reset);
                 return Err(ApduError::Timeout);

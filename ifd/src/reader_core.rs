@@ -83,8 +83,9 @@ pub struct IfdCore {
     closed: bool,
     /// The presence pcscd was last told.
     reported: Option<bool>,
-    /// pcscd asked its event thread to stop waiting in the driver.
-    polling_stopped: bool,
+    /// pcscd asked its event thread to stop waiting in the driver, once
+    /// (to wait again with another timeout, or to end the thread).
+    wait_interrupted: bool,
 }
 
 impl IfdCore {
@@ -141,7 +142,7 @@ impl IfdCore {
     /// presence changed since the last report, or waiting is over.
     pub fn poll_over(&self, now: Instant) -> bool {
         self.closed
-            || self.polling_stopped
+            || self.wait_interrupted
             || self.reported.is_none_or(|told| told != self.present(now))
     }
 
@@ -155,9 +156,17 @@ impl IfdCore {
             .min()
     }
 
-    /// pcscd stops the reader's event thread: no more waiting.
-    pub fn stop_polling(&mut self) {
-        self.polling_stopped = true;
+    /// pcscd interrupts the wait of the reader's event thread: the wait
+    /// in progress ends, or else the next one, at once. pcscd does this on
+    /// every SCardDisconnect (to wait again with another timeout) and
+    /// before the reader goes; a stop that lasted would spin the thread.
+    pub fn interrupt_wait(&mut self) {
+        self.wait_interrupted = true;
+    }
+
+    /// The wait of pcscd's event thread ended: an interruption is used up.
+    pub fn end_wait(&mut self) {
+        self.wait_interrupted = false;
     }
 
     /// Whether pcscd sees a card at `now`.
@@ -428,10 +437,13 @@ mod tests {
         assert!(!core.poll_over(t0 + GONE_AFTER_TIMEOUT));
         assert!(core.poll_over(t0 + STALE_WAIT));
         assert_eq!(core.next_change(t0 + STALE_WAIT), None);
-        // pcscd stops its event thread.
-        core.report(t0 + STALE_WAIT);
-        core.stop_polling();
-        assert!(core.poll_over(t0 + STALE_WAIT));
+        // pcscd interrupts a wait: that one ends, the next waits again.
+        let later = t0 + STALE_WAIT;
+        core.report(later);
+        core.interrupt_wait();
+        assert!(core.poll_over(later));
+        core.end_wait();
+        assert!(!core.poll_over(later));
     }
 
     #[test]
